@@ -1,0 +1,251 @@
+"""The seqio path: C4 from tfds and user text files, tokenized by seqio vocabularies.
+
+TensorFlow, seqio, tfds and sentencepiece are imported inside the functions here, never at
+module import, so `stability.data` works on machines without them.
+
+Text files are read in Python, strictly as UTF-8: a file that is not valid UTF-8 is refused
+with its name and the offset of the first bad byte (no silent replacement characters).
+"""
+
+import functools
+import glob
+import os
+from typing import Iterator
+
+from absl import logging
+import numpy as np
+
+from stability import data_common
+from stability.data_common import DataError
+
+TFDS_BUILD_HINT = ("build it once with `tfds build c4/en --data_dir=DIR` (or copy a prepared "
+                   "copy there) and pass --config.data.tfds_data_dir=DIR")
+
+
+def _import_tf_stack():
+  """(tensorflow, seqio), or a DataError saying how to get them."""
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import seqio  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError(
+        f"this data source needs tensorflow and seqio ({e}); install them with "
+        "`pip install -e '.[tf]'`, or use --config.data.source=embedded|tokens|synthetic, "
+        "which need no TensorFlow") from e
+  return tf, seqio
+
+
+def _import_sentencepiece():
+  try:
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError("SentencePiece vocabularies need the `sentencepiece` package: "
+                    "`pip install -e '.[tf]'`") from e
+  return sentencepiece
+
+
+def read_bytes(path: str) -> bytes:
+  """A local file, or a remote one (gs://...) through tf.io.gfile."""
+  if "://" not in path:
+    with open(os.path.expanduser(path), "rb") as f:
+      return f.read()
+  tf, _ = _import_tf_stack()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
+
+
+# --- vocabularies -----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def sentencepiece_info(vocab_path: str, extra_ids: int) -> tuple[int, int]:
+  """(vocab_size, eos_id) of a SentencePiece model file, as seqio would count them."""
+  hint = "point --config.data.vocab_path at a SentencePiece .model file"
+  if not vocab_path:
+    raise DataError(f"data.vocab_path is empty; {hint}")
+  try:
+    model_proto = read_bytes(vocab_path)
+  except (OSError, DataError) as e:
+    raise DataError(f"cannot read the vocabulary {vocab_path} ({e}); {hint}") from e
+  except Exception as e:  # tf.errors.* from remote filesystems
+    raise DataError(f"cannot read the vocabulary {vocab_path} ({type(e).__name__}: {e}); "
+                    f"{hint}") from e
+  processor = _import_sentencepiece().SentencePieceProcessor()
+  try:
+    processor.LoadFromSerializedProto(model_proto)
+  except Exception as e:  # RuntimeError / protobuf DecodeError: not a model file
+    raise DataError(f"{vocab_path} is not a loadable SentencePiece model ({e}); {hint}") from e
+  return processor.GetPieceSize() + extra_ids, processor.eos_id()
+
+
+def uses_sentencepiece(data_cfg) -> bool:
+  """Whether the configured source tokenizes with the SentencePiece model at `vocab_path`."""
+  return data_cfg.source == "c4" or data_cfg.get("text_vocab", "bytes") == "sentencepiece"
+
+
+def seqio_vocabulary(data_cfg):
+  """The seqio vocabulary of the c4 / text source."""
+  _, seqio = _import_tf_stack()
+  if uses_sentencepiece(data_cfg):
+    sentencepiece_info(data_cfg.vocab_path, data_cfg.get("vocab_extra_ids", 0))  # clear errors
+    return seqio.SentencePieceVocabulary(data_cfg.vocab_path,
+                                         extra_ids=data_cfg.get("vocab_extra_ids", 0))
+  return seqio.ByteVocabulary()
+
+
+# --- seqio tasks ------------------------------------------------------------------------------
+
+
+def _task(name: str, source, vocabulary):
+  """A seqio Task: "text" -> "targets" token ids (no EOS: packing appends it)."""
+  tf, seqio = _import_tf_stack()
+  return seqio.Task(
+      name,
+      source=source,
+      preprocessors=[
+          functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+          seqio.preprocessors.tokenize,
+      ],
+      output_features={"targets": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32)})
+
+
+def _task_documents(task, split: str, shuffle: bool, seed: int | None) -> Iterator[np.ndarray]:
+  """Token documents of one pass over `split`."""
+  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=shuffle, seed=seed,
+                             num_epochs=1, use_cached=False)
+  for example in dataset.as_numpy_iterator():
+    yield example["targets"]
+
+
+# --- C4 ---------------------------------------------------------------------------------------
+
+
+def check_tfds_prepared(tfds_name: str, data_dir: str) -> None:
+  """Raises DataError unless the tfds dataset is prepared in `data_dir` (nothing is downloaded)."""
+  _import_tf_stack()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    builder = tfds.builder(tfds_name, data_dir=data_dir or None)
+  except Exception as e:  # unknown name / version / config
+    raise DataError(f"data.tfds_name={tfds_name!r} is not a tfds dataset ({e}); the paper "
+                    "uses c4/en:3.1.0") from e
+  if not builder.is_prepared():
+    raise DataError(f"tfds dataset {tfds_name} is not prepared in {builder.data_dir}; "
+                    f"{TFDS_BUILD_HINT}")
+
+
+@functools.lru_cache(maxsize=4)
+def _c4_task(tfds_name: str, data_dir: str, vocab_path: str, extra_ids: int):
+  _, seqio = _import_tf_stack()
+  check_tfds_prepared(tfds_name, data_dir)
+  source = seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir or None,
+                                read_only=True)  # read_only: never download
+  vocab = seqio.SentencePieceVocabulary(vocab_path, extra_ids=extra_ids)
+  return _task("stability_c4", source, vocab)
+
+
+def c4_documents(data_cfg, split: str, *, shuffle: bool, seed: int | None
+                 ) -> Iterator[np.ndarray]:
+  """One pass over a C4 split as token documents; the order is a function of `seed`."""
+  sentencepiece_info(data_cfg.vocab_path, data_cfg.get("vocab_extra_ids", 0))
+  task = _c4_task(data_cfg.tfds_name, data_cfg.tfds_data_dir, data_cfg.vocab_path,
+                  data_cfg.get("vocab_extra_ids", 0))
+  try:
+    yield from _task_documents(task, split, shuffle, seed)
+  except AssertionError as e:  # tfds: "could not find data in ..."
+    raise DataError(f"cannot read {data_cfg.tfds_name} split {split!r} ({e}); "
+                    f"{TFDS_BUILD_HINT}") from e
+
+
+# --- text files -------------------------------------------------------------------------------
+
+
+def text_files(patterns: str) -> list[str]:
+  """The files matched by comma-separated globs: sorted within a glob, duplicates dropped."""
+  files = []
+  for pattern in (p.strip() for p in patterns.split(",")):
+    if not pattern:
+      continue
+    matches = sorted(f for f in glob.glob(os.path.expanduser(pattern), recursive=True)
+                     if os.path.isfile(f))
+    if not matches:
+      raise DataError(f"data.paths pattern {pattern!r} matches no files; fix "
+                      "--config.data.paths (comma-separated globs of UTF-8 text files)")
+    files += matches
+  if not files:
+    raise DataError("data.source=text needs --config.data.paths=<comma-separated globs of "
+                    "UTF-8 text files>")
+  return list(dict.fromkeys(files))
+
+
+def _decode_utf8(path: str, raw: bytes) -> str:
+  """The text of a file; non-UTF-8 bytes are refused with the file name and offset."""
+  try:
+    return raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise DataError(
+        f"{path} is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r}); the text "
+        "source reads UTF-8 only: convert the file (e.g. `iconv -f latin1 -t utf-8`) or drop "
+        "it from --config.data.paths") from e
+
+
+def file_documents(path: str, doc_per: str) -> list[str]:
+  """The documents of one file: each non-blank line, or the whole file if not blank."""
+  text = _decode_utf8(path, read_bytes(path))
+  if doc_per == "file":
+    return [text] if text.strip() else []
+  return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def text_documents(data_cfg) -> dict[str, list[str]]:
+  """{"train", "validation"} documents of the text corpus, held out by document-index hash."""
+  if data_cfg.doc_per not in ("line", "file"):
+    raise DataError(f"data.doc_per={data_cfg.doc_per!r}; allowed: line, file")
+  files = text_files(data_cfg.paths)
+  docs = [doc for path in files for doc in file_documents(path, data_cfg.doc_per)]
+  if not docs:
+    raise DataError(f"the text corpus is empty: {len(files)} file(s) matched by "
+                    f"data.paths={data_cfg.paths!r} hold no non-blank "
+                    f"{'lines' if data_cfg.doc_per == 'line' else 'files'}")
+  return data_common.split_documents(docs, data_cfg.eval_fraction)
+
+
+def _text_cache_key(data_cfg) -> tuple:
+  stats = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns)
+                for p in text_files(data_cfg.paths))
+  vocab = (data_cfg.vocab_path, data_cfg.get("vocab_extra_ids", 0)) if uses_sentencepiece(
+      data_cfg) else "bytes"
+  return stats, data_cfg.doc_per, data_cfg.eval_fraction, vocab
+
+
+_TEXT_STREAMS: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def text_token_streams(data_cfg) -> dict[str, np.ndarray]:
+  """{split: flat token stream with EOS after each document}; tokenized once per process."""
+  key = _text_cache_key(data_cfg)
+  if key not in _TEXT_STREAMS:
+    _TEXT_STREAMS.clear()
+    _TEXT_STREAMS[key] = _tokenize_text(data_cfg)
+  return _TEXT_STREAMS[key]
+
+
+def _tokenize_text(data_cfg) -> dict[str, np.ndarray]:
+  tf, seqio = _import_tf_stack()
+  docs = text_documents(data_cfg)
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
+    del shuffle_files, seed  # the order is the files' order; packing rows are shuffled later
+    return tf.data.Dataset.from_tensor_slices(
+        {"text": tf.constant(docs[split], dtype=tf.string, shape=[len(docs[split])])})
+
+  vocab = seqio_vocabulary(data_cfg)
+  task = _task("stability_text", seqio.FunctionDataSource(dataset_fn, splits=tuple(docs)), vocab)
+  streams = {}
+  for split in docs:
+    streams[split] = data_common.concat_documents(
+        _task_documents(task, split, shuffle=False, seed=None), vocab.eos_id,
+        data_common.token_dtype(vocab.vocab_size))
+    logging.info("text corpus: %s split, %d documents, %d tokens", split, len(docs[split]),
+                 len(streams[split]))
+  return streams

@@ -1,0 +1,237 @@
+"""The paper's decoder-only Transformer (PAPER.md §1.1) in Flax Linen.
+
+Pre-LN blocks, a final LayerNorm, LayerNorm with a scale only (eps 1e-6), no biases anywhere,
+untied embedding and head, GELU MLP of width 4d, RoPE, causal attention scaled by 1/sqrt(d_head),
+optional qk-layernorm. Parameters are float32; matmuls run in `dtype` (bfloat16 by default);
+attention logits, softmax, output logits and log Z are float32.
+
+Names carry shapes: B batch, L length, D d_model, H heads, K head dim, F mlp width, V vocab.
+
+Diagnostics (max attention logit, q/k norms and cosine, block output RMS) are sown into the
+`diagnostics` collection only when the caller makes it mutable; otherwise none of that code is
+traced, so the training step pays nothing for it.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+QK_LAYERNORMS = ("per_head", "full_width", "off")
+ATTENTIONS = ("softmax", "squared_relu", "forced")
+ATTENTION_IMPLS = ("explicit", "fused")
+PARAMETRIZATIONS = ("standard", "mup_simple", "mup_intermediate", "mup_full")
+REMATS = ("none", "full", "dots")
+LN_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The architecture; built from `config.model` by `ModelConfig.from_config`."""
+  vocab_size: int
+  d_model: int = 512
+  num_layers: int = 6
+  num_heads: int = 8
+  mlp_ratio: int = 4
+  seq_len: int = 512
+  qk_layernorm: str = "per_head"
+  attention: str = "softmax"
+  attention_impl: str = "explicit"
+  forced_kappa: float = 1.0
+  rope_base: float = 10000.0
+  parametrization: str = "standard"
+  mup_base_width: int = 256
+  dtype: Any = jnp.bfloat16
+  param_dtype: Any = jnp.float32
+  remat: str = "none"
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @classmethod
+  def from_config(cls, model_cfg, vocab_size: int | None = None) -> "ModelConfig":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in model_cfg.items() if k in fields}
+    if vocab_size is not None:
+      kw["vocab_size"] = vocab_size
+    kw["dtype"] = jnp.dtype(kw.get("dtype", "bfloat16"))
+    kw["param_dtype"] = jnp.dtype(kw.get("param_dtype", "float32"))
+    return cls(**kw)
+
+
+def _kernel_init(scale: float = 1.0) -> nn.initializers.Initializer:
+  """Truncated normal with variance scale/fan_in (Flax's lecun_normal when scale=1)."""
+  return nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal")
+
+
+def _dense(features, axes, *, name, dtype, param_dtype, axis=-1, init=None, dot_general=None):
+  """A bias-free DenseGeneral whose kernel carries logical axis names."""
+  return nn.DenseGeneral(
+      features=features, axis=axis, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+      kernel_init=nn.with_logical_partitioning(init or _kernel_init(), axes),
+      dot_general=dot_general or jax.lax.dot_general, name=name)
+
+
+def _layernorm(name: str, axis_name: str = "norm") -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=LN_EPS, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis_name,)), name=name)
+
+
+def rope(x_BxLxHxK: jax.Array, base: float) -> jax.Array:
+  """Rotary position embedding on the full head dim (rotate-half convention), in float32."""
+  _, length, _, k = x_BxLxHxK.shape
+  half = k // 2
+  inv_freq_K2 = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_LxK2 = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq_K2[None, :]
+  sin = jnp.sin(angle_LxK2)[None, :, None, :]
+  cos = jnp.cos(angle_LxK2)[None, :, None, :]
+  x = x_BxLxHxK.astype(jnp.float32)
+  x1, x2 = x[..., :half], x[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def rms_normalize(x_BxLxHxK: jax.Array, kappa: float) -> jax.Array:
+  """g(z) = sqrt(κ)·z / sqrt(mean(z²)) over the head dim (Fig 10's forced logit size)."""
+  x = x_BxLxHxK.astype(jnp.float32)
+  return jnp.sqrt(kappa) * x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-12)
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    h, k = cfg.num_heads, cfg.head_dim
+    dense = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    q_init = nn.initializers.zeros if cfg.parametrization == "mup_full" else None
+    q_BxLxHxK = _dense((h, k), ("embed", "heads", "kv"), name="wq", init=q_init, **dense)(x_BxLxD)
+    k_BxLxHxK = _dense((h, k), ("embed", "heads", "kv"), name="wk", **dense)(x_BxLxD)
+    v_BxLxHxK = _dense((h, k), ("embed", "heads", "kv"), name="wv", **dense)(x_BxLxD)
+
+    if cfg.qk_layernorm == "per_head":  # scale of K params, shared across heads
+      q_BxLxHxK = _layernorm("q_norm", "kv")(q_BxLxHxK)
+      k_BxLxHxK = _layernorm("k_norm", "kv")(k_BxLxHxK)
+    elif cfg.qk_layernorm == "full_width":  # over d_model, as before the head split
+      b, length = x_BxLxD.shape[:2]
+      q_BxLxHxK = _layernorm("q_norm", "embed")(q_BxLxHxK.reshape(b, length, h * k)).reshape(
+          b, length, h, k)
+      k_BxLxHxK = _layernorm("k_norm", "embed")(k_BxLxHxK.reshape(b, length, h * k)).reshape(
+          b, length, h, k)
+
+    q_BxLxHxK = rope(q_BxLxHxK, cfg.rope_base)
+    k_BxLxHxK = rope(k_BxLxHxK, cfg.rope_base)
+    if cfg.attention == "forced":
+      q_BxLxHxK = rms_normalize(q_BxLxHxK, cfg.forced_kappa)
+      k_BxLxHxK = rms_normalize(k_BxLxHxK, cfg.forced_kappa)
+    scale = 1.0 / k if cfg.parametrization == "mup_full" else k ** -0.5
+
+    q_BxLxHxK = q_BxLxHxK.astype(cfg.dtype)
+    k_BxLxHxK = k_BxLxHxK.astype(cfg.dtype)
+    diagnose = self.is_mutable_collection("diagnostics")
+    if cfg.attention_impl == "fused" and cfg.attention == "softmax" and not diagnose:
+      out_BxLxHxK = jax.nn.dot_product_attention(
+          q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale=scale, is_causal=True)
+    else:
+      out_BxLxHxK = self._explicit(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale, diagnose)
+
+    return _dense(cfg.d_model, ("heads", "kv", "embed"), axis=(-2, -1), name="wo",
+                  **dense)(out_BxLxHxK)
+
+  def _explicit(self, q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale, diagnose):
+    cfg = self.cfg
+    length = q_BxLxHxK.shape[1]
+    logits_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK, k_BxLxHxK,
+                                preferred_element_type=jnp.float32) * scale
+    causal_LxL = jnp.tril(jnp.ones((length, length), bool))
+    if diagnose:
+      self._sow_diagnostics(q_BxLxHxK, k_BxLxHxK, logits_BxHxLxL, causal_LxL, scale)
+    if cfg.attention == "squared_relu":  # Fig E.11: pointwise, scaled by 1/sqrt(seq_len)
+      weights = jnp.where(causal_LxL, jnp.square(jax.nn.relu(logits_BxHxLxL)), 0.0)
+      weights_BxHxLxL = weights / jnp.sqrt(float(cfg.seq_len))
+    else:
+      masked = jnp.where(causal_LxL, logits_BxHxLxL, jnp.finfo(jnp.float32).min)
+      weights_BxHxLxL = jax.nn.softmax(masked, axis=-1)
+    return jnp.einsum("bhqs,bshk->bqhk", weights_BxHxLxL.astype(cfg.dtype), v_BxLxHxK)
+
+  def _sow_diagnostics(self, q_BxLxHxK, k_BxLxHxK, logits_BxHxLxL, causal_LxL, scale):
+    """Max logit over valid causal entries; mean q and k norms; mean causal cosine(q_i, k_j)."""
+    valid = jnp.broadcast_to(causal_LxL, logits_BxHxLxL.shape)
+    max_logit = jnp.max(jnp.where(valid, logits_BxHxLxL, -jnp.inf))
+    q_norm_BxLxH = jnp.linalg.norm(q_BxLxHxK.astype(jnp.float32), axis=-1)
+    k_norm_BxLxH = jnp.linalg.norm(k_BxLxHxK.astype(jnp.float32), axis=-1)
+    norms_BxHxLxL = (jnp.transpose(q_norm_BxLxH, (0, 2, 1))[..., :, None]
+                     * jnp.transpose(k_norm_BxLxH, (0, 2, 1))[..., None, :])
+    cos_BxHxLxL = logits_BxHxLxL / scale / jnp.maximum(norms_BxHxLxL, 1e-30)
+    mean_cos = jnp.sum(jnp.where(valid, cos_BxHxLxL, 0.0)) / jnp.sum(valid)
+    self.sow("diagnostics", "attn_logit_max", max_logit)
+    self.sow("diagnostics", "query_norm", jnp.mean(q_norm_BxLxH))
+    self.sow("diagnostics", "key_norm", jnp.mean(k_norm_BxLxH))
+    self.sow("diagnostics", "qk_cos", mean_cos)
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    dense = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+    h_BxLxF = _dense(cfg.mlp_ratio * cfg.d_model, ("embed", "mlp"), name="wi", **dense)(x_BxLxD)
+    h_BxLxF = nn.gelu(h_BxLxF, approximate=True)
+    return _dense(cfg.d_model, ("mlp", "embed"), name="wo", **dense)(h_BxLxF)
+
+
+class Block(nn.Module):
+  """Pre-LN residual block: x + attn(LN(x)), then x + mlp(LN(x))."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    x_BxLxD = x_BxLxD + Attention(cfg, name="attn")(
+        _layernorm("ln_attn", "embed")(x_BxLxD).astype(cfg.dtype))
+    x_BxLxD = x_BxLxD + Mlp(cfg, name="mlp")(
+        _layernorm("ln_mlp", "embed")(x_BxLxD).astype(cfg.dtype))
+    if self.is_mutable_collection("diagnostics"):
+      x = x_BxLxD.astype(jnp.float32)
+      self.sow("diagnostics", "block_out_rms", jnp.sqrt(jnp.mean(x * x)))
+    return x_BxLxD
+
+
+class Decoder(nn.Module):
+  """tokens_BxL -> float32 logits_BxLxV. With num_layers=0 it is the bigram model of Fig 10."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    embed_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
+    x_BxLxD = nn.Embed(
+        cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        embedding_init=nn.with_logical_partitioning(embed_init, ("vocab", "embed")),
+        name="embed")(tokens_BxL)
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
+
+    block = Block
+    if cfg.remat != "none":
+      policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+                if cfg.remat == "dots" else None)
+      block = nn.remat(Block, policy=policy)
+    for i in range(cfg.num_layers):
+      x_BxLxD = block(cfg, name=f"block_{i}")(x_BxLxD)
+      x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
+
+    x_BxLxD = _layernorm("ln_final", "embed")(x_BxLxD)
+    # μParam (intermediate, full): head init std sqrt(base_fan_in)/fan_in = sqrt(base)/d.
+    head_scale = (cfg.mup_base_width / cfg.d_model
+                  if cfg.parametrization in ("mup_intermediate", "mup_full") else 1.0)
+    f32_out = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+    return _dense(cfg.vocab_size, ("embed", "vocab"), name="head", dtype=cfg.dtype,
+                  param_dtype=cfg.param_dtype, init=_kernel_init(head_scale),
+                  dot_general=f32_out)(x_BxLxD.astype(cfg.dtype))

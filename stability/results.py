@@ -1,0 +1,100 @@
+"""The result folder of one run (DESIGN.md, "The result format"): the training side of the
+contract that `analysis/` reads.
+
+  config.json     the resolved config          metrics.jsonl   one row per logged step
+  summary.json    status, ℓ0, final loss, ...  eval.jsonl      one row per eval
+Only process 0 writes. Files that are rewritten are written atomically (tmp + rename).
+"""
+
+import json
+import math
+from typing import Any
+
+from etils import epath
+
+STATUSES = ("running", "done", "diverged", "preempted", "failed")
+
+
+def _json_value(x):
+  if isinstance(x, float) and not math.isfinite(x):
+    return x  # json writes NaN / Infinity; analysis reads them back
+  if hasattr(x, "item"):
+    return x.item()
+  return x
+
+
+def write_json_atomic(path: epath.Path, obj: Any) -> None:
+  tmp = path.parent / f".{path.name}.tmp"
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_value) + "\n")
+  tmp.replace(path)
+
+
+def read_jsonl(path: epath.Path) -> list[dict]:
+  """Rows of a JSON-lines file; a torn or corrupt line (a killed writer) is skipped."""
+  if not path.exists():
+    return []
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return rows
+
+
+class RunFiles:
+  """Reads and writes one run folder."""
+
+  def __init__(self, workdir, *, writer: bool = True):
+    self.dir = epath.Path(workdir)
+    self.writer = writer
+    if writer:
+      self.dir.mkdir(parents=True, exist_ok=True)
+
+  @property
+  def config_path(self):
+    return self.dir / "config.json"
+
+  def existing_config(self) -> dict | None:
+    return json.loads(self.config_path.read_text()) if self.config_path.exists() else None
+
+  def write_config(self, config: dict) -> None:
+    if self.writer:
+      write_json_atomic(self.config_path, config)
+
+  def append(self, name: str, row: dict) -> None:
+    if self.writer:
+      line = json.dumps({k: _json_value(v) for k, v in row.items()}, sort_keys=True)
+      with (self.dir / name).open("a") as f:
+        f.write(line + "\n")
+
+  def append_metrics(self, row: dict) -> None:
+    self.append("metrics.jsonl", row)
+
+  def append_eval(self, row: dict) -> None:
+    self.append("eval.jsonl", row)
+
+  def truncate(self, *, metrics_before: int, evals_through: int) -> None:
+    """On resume: drops rows that the restored run will write again (and torn lines)."""
+    if not self.writer:
+      return
+    for name, keep in (("metrics.jsonl", lambda s: s < metrics_before),
+                       ("eval.jsonl", lambda s: s <= evals_through)):
+      path = self.dir / name
+      if path.exists():
+        rows = [r for r in read_jsonl(path) if keep(r.get("step", -1))]
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        tmp.replace(path)
+
+  def read_summary(self) -> dict | None:
+    path = self.dir / "summary.json"
+    try:
+      return json.loads(path.read_text()) if path.exists() else None
+    except json.JSONDecodeError:
+      return None
+
+  def write_summary(self, summary: dict) -> None:
+    assert summary.get("status") in STATUSES, summary.get("status")
+    if self.writer:
+      write_json_atomic(self.dir / "summary.json", summary)

@@ -1,0 +1,102 @@
+"""Checks a run config before anything is compiled; every error names the field and the fix."""
+
+import math
+
+from stability import model as model_lib
+from stability import optim
+
+DATA_SOURCES = ("c4", "text", "embedded", "tokens", "synthetic")
+DTYPES = ("bfloat16", "float32", "float16")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work. The message names the field and what is allowed."""
+
+
+def _require(ok: bool, field: str, value, expected: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.{field}={value!r} is invalid: expected {expected}")
+
+
+def _one_of(cfg, group: str, name: str, allowed) -> None:
+  value = cfg[group][name]
+  _require(value in allowed, f"{group}.{name}", value, f"one of {', '.join(map(str, allowed))}")
+
+
+def _positive(cfg, group: str, name: str, *, allow_zero: bool = False) -> None:
+  value = cfg[group][name]
+  ok = isinstance(value, (int, float)) and math.isfinite(value) and (
+      value >= 0 if allow_zero else value > 0)
+  _require(ok, f"{group}.{name}", value, "a number >= 0" if allow_zero else "a number > 0")
+
+
+def check_known_fields(cfg, reference) -> None:
+  """Every field of `cfg` must exist in `reference` (the base config): catches typos."""
+  for group in cfg.keys():
+    if group not in reference:
+      raise ConfigError(f"config.{group} is not a config group; known: {', '.join(reference.keys())}")
+    if not hasattr(cfg[group], "keys"):
+      continue
+    for name in cfg[group].keys():
+      if name not in reference[group]:
+        raise ConfigError(
+            f"config.{group}.{name} is not a known field; known {group} fields: "
+            f"{', '.join(sorted(reference[group].keys()))}")
+
+
+def validate(cfg) -> None:
+  """Raises ConfigError for the first impossible value in a run config."""
+  m, o, t = cfg.model, cfg.opt, cfg.train
+  for name in ("d_model", "num_heads", "mlp_ratio", "seq_len", "mup_base_width"):
+    _require(isinstance(m[name], int) and m[name] > 0, f"model.{name}", m[name], "an integer > 0")
+  _require(isinstance(m.num_layers, int) and m.num_layers >= 0, "model.num_layers",
+           m.num_layers, "an integer >= 0 (0 is the bigram model)")
+  _require(m.d_model % m.num_heads == 0, "model.num_heads", m.num_heads,
+           f"a divisor of model.d_model={m.d_model}")
+  _require((m.d_model // m.num_heads) % 2 == 0, "model.num_heads", m.num_heads,
+           f"heads whose dim d_model/num_heads is even (RoPE rotates pairs); "
+           f"got head dim {m.d_model / m.num_heads:g}")
+  _require(isinstance(m.vocab_size, int) and m.vocab_size >= 0, "model.vocab_size",
+           m.vocab_size, "0 (take it from the data) or the vocabulary size")
+  _one_of(cfg, "model", "qk_layernorm", model_lib.QK_LAYERNORMS)
+  _one_of(cfg, "model", "attention", model_lib.ATTENTIONS)
+  _one_of(cfg, "model", "attention_impl", model_lib.ATTENTION_IMPLS)
+  _one_of(cfg, "model", "parametrization", model_lib.PARAMETRIZATIONS)
+  _one_of(cfg, "model", "remat", model_lib.REMATS)
+  _one_of(cfg, "model", "dtype", DTYPES)
+  _one_of(cfg, "model", "param_dtype", DTYPES)
+  _positive(cfg, "model", "forced_kappa")
+  _positive(cfg, "model", "rope_base")
+
+  _positive(cfg, "opt", "peak_lr")
+  _positive(cfg, "opt", "min_lr", allow_zero=True)
+  _require(o.min_lr <= o.peak_lr, "opt.min_lr", o.min_lr, f"<= opt.peak_lr={o.peak_lr}")
+  for name in ("b1", "b2"):
+    _require(0 <= o[name] < 1, f"opt.{name}", o[name], "a number in [0, 1)")
+  for name in ("eps", "clip_norm", "weight_decay"):
+    _positive(cfg, "opt", name, allow_zero=True)
+  _one_of(cfg, "opt", "weight_decay_mode", optim.WEIGHT_DECAY_MODES)
+  _one_of(cfg, "opt", "lr_scale", optim.LR_SCALES)
+  _one_of(cfg, "opt", "decay_mask", optim.DECAY_MASKS)
+  _positive(cfg, "loss", "z_loss", allow_zero=True)
+
+  for name in ("steps", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "grad_accum",
+               "divergence_patience"):
+    _require(isinstance(t[name], int) and t[name] > 0, f"train.{name}", t[name], "an integer > 0")
+  _require(isinstance(o.warmup_steps, int) and 0 <= o.warmup_steps < t.steps, "opt.warmup_steps",
+           o.warmup_steps, f"an integer in [0, train.steps={t.steps})")
+  _positive(cfg, "train", "divergence_margin", allow_zero=True)
+
+  d = cfg.data
+  _one_of(cfg, "data", "source", DATA_SOURCES)
+  _require(isinstance(d.batch_size, int) and d.batch_size > 0, "data.batch_size", d.batch_size,
+           "an integer > 0 (global batch, in sequences)")
+  _require(d.batch_size % t.grad_accum == 0, "train.grad_accum", t.grad_accum,
+           f"a divisor of data.batch_size={d.batch_size}")
+  _require(isinstance(d.eval_batches, int) and d.eval_batches > 0, "data.eval_batches",
+           d.eval_batches, "an integer > 0")
+
+  sizes = [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor]
+  _require(all(isinstance(s, int) and (s > 0 or s == -1) for s in sizes) and sizes.count(-1) <= 1,
+           "mesh", dict(data=sizes[0], fsdp=sizes[1], tensor=sizes[2]),
+           "positive sizes for data, fsdp and tensor, at most one of them -1 (fill)")
