@@ -1,0 +1,372 @@
+"""The paper's figures from result folders (PAPER.md §4), drawn with matplotlib (Agg).
+
+Every function returns a `matplotlib.figure.Figure` (no pyplot state) and, given `save_to`,
+writes `<save_to>.png` and `<save_to>.svg`. Each figure has labelled axes, a legend, a title
+and a grey footnote with the experiment name and the config shared by the runs drawn.
+
+  runs = results.load_runs("results/fig1_qk_layernorm")
+  loss_vs_lr(runs, save_to="out/loss_vs_lr")
+  make_experiment_figures("results/fig1_qk_layernorm", "out")
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Any, Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot; the figures below never use it
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from analysis import prediction, results, sensitivity
+
+FORMATS = ("png", "svg")
+LINESTYLES = ("-", "--", ":", "-.")
+EPS_DEFAULT = 1e-8
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def save(fig: Figure, path: results.PathLike,
+         formats: Sequence[str] = FORMATS) -> list[str]:
+  """Writes `fig` as `<path>.<fmt>` for each format (local or GCS); returns the paths."""
+  stem = results.as_path(path)
+  stem.parent.mkdir(parents=True, exist_ok=True)
+  written = []
+  for fmt in formats:
+    target = stem.parent / f"{stem.name}.{fmt}"
+    with target.open("wb") as f:
+      fig.savefig(f, format=fmt, dpi=150)
+    written.append(str(target))
+  return written
+
+
+def _figure(ncols: int = 1, panel_width: float = 5.0, height: float = 4.0,
+            sharey: bool = False) -> tuple[Figure, list[Axes]]:
+  fig = Figure(figsize=(panel_width * ncols, height))
+  axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]
+  return fig, list(axes)
+
+
+def _finish(fig: Figure, title: str, footnote: str | None,
+            save_to: results.PathLike | None, formats: Sequence[str]) -> Figure:
+  """Title, footnote and layout; saves when `save_to` is given."""
+  fig.suptitle(title)
+  bottom = 0.0
+  if footnote:
+    width = int(fig.get_figwidth() * 16)
+    text = "\n".join(textwrap.wrap(footnote, width))
+    fig.text(0.01, 0.01, text, fontsize=7, color="0.4", ha="left", va="bottom")
+    bottom = 0.03 + 0.03 * text.count("\n")
+  fig.tight_layout(rect=(0, bottom, 1, 1))
+  if save_to is not None:
+    save(fig, save_to, formats)
+  return fig
+
+
+def _size_colors(num_params: Iterable[float]) -> dict[float, tuple]:
+  """One viridis colour per model size, from small (dark) to large (light)."""
+  sizes = sorted(set(num_params))
+  cmap = matplotlib.colormaps["viridis"]
+  return {n: cmap(i / max(1, len(sizes) - 1) * 0.9) for i, n in enumerate(sizes)}
+
+
+def _lr_colors(lrs: Iterable[float]) -> dict[float, tuple]:
+  lrs = sorted(set(lrs))
+  cmap = matplotlib.colormaps["plasma"]
+  return {lr: cmap(i / max(1, len(lrs) - 1) * 0.85) for i, lr in enumerate(lrs)}
+
+
+def params_label(n: float) -> str:
+  """2.36e6 -> '2.4M'."""
+  if not np.isfinite(n):
+    return "?"
+  for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+    if n >= scale:
+      return f"{n / scale:.3g}{unit}"
+  return f"{n:.0f}"
+
+
+def _size_label(size: str, num_params: float) -> str:
+  return f"{size} ({params_label(num_params)})"
+
+
+def _footnote(runs: pd.DataFrame, footnote: str | None) -> str:
+  return footnote if footnote is not None else results.describe(runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig 1/3/5/6/7/8 (top): final eval loss vs LR
+
+
+def _draw_loss_curve(ax: Axes, runs: pd.DataFrame, init_loss: float, color: Any,
+                     label: str) -> None:
+  """One size: the clipped loss min(ℓ, ℓ0) vs LR, diverged points drawn at ℓ0 as crosses."""
+  runs = runs.sort_values("lr")
+  lrs = runs["lr"].to_numpy(float)
+  losses = runs["final_eval_loss"].to_numpy(float)
+  failed = (runs["status"] == "diverged").to_numpy() | ~np.isfinite(losses)
+  shown = sensitivity.clipped_losses(losses, init_loss, failed) if np.isfinite(init_loss) \
+      else np.where(failed, np.nan, losses)
+  ax.plot(lrs, shown, "-", color=color, label=label, marker="o", markersize=4)
+  if failed.any() and np.isfinite(init_loss):
+    ax.plot(lrs[failed], shown[failed], "x", color="crimson", markersize=8, mew=2)
+
+
+def loss_vs_lr(runs: pd.DataFrame, *, arms: Sequence[str] | None = None,
+               title: str = "Final eval loss vs learning rate", footnote: str | None = None,
+               save_to: results.PathLike | None = None, formats: Sequence[str] = FORMATS) -> Figure:
+  """Final eval loss vs peak LR (log x): one panel per arm, one line per size.
+
+  Diverged runs (or non-finite losses) are drawn at ℓ0 with a red cross; ℓ0 (the mean loss at
+  initialization) is a dashed line. Only done/diverged runs are drawn.
+  """
+  runs = runs[runs["status"].isin(results.FINISHED) & runs["lr"].notna()]
+  if runs.empty:
+    raise ValueError("no done or diverged run with a learning rate")
+  arms = list(arms or sorted(runs["arm"].unique()))
+  fig, axes = _figure(len(arms), sharey=True)
+  size_colors = _size_colors(runs["num_params"])
+  init_loss = float(runs["init_eval_loss"].mean())
+  for ax, arm in zip(axes, arms):
+    arm_runs = runs[runs["arm"] == arm]
+    by_size = arm_runs.sort_values("num_params").groupby(["size", "num_params"], sort=False,
+                                                         dropna=False)
+    for (size, num_params), group in by_size:
+      _draw_loss_curve(ax, group, init_loss, size_colors.get(num_params, "0.3"),
+                       _size_label(size, num_params))
+    if np.isfinite(init_loss):
+      ax.axhline(init_loss, color="0.5", ls="--", lw=1, label=f"ℓ0 (init) = {init_loss:.2f}")
+    if (arm_runs["status"].eq("diverged") | ~np.isfinite(arm_runs["final_eval_loss"])).any():
+      ax.plot([], [], "x", color="crimson", mew=2, label="diverged (at ℓ0)")
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_title(str(arm))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7)
+  axes[0].set_ylabel("final eval loss")
+  return _finish(fig, title, _footnote(runs, footnote), save_to, formats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig 1/3/5/6/7/8 (bottom): LR sensitivity vs N
+
+
+def sensitivity_vs_params(table: pd.DataFrame, *, title: str = "LR sensitivity vs model size",
+                          footnote: str | None = None, save_to: results.PathLike | None = None,
+                          formats: Sequence[str] = FORMATS) -> Figure:
+  """LR sensitivity vs non-embedding parameters (log x), one curve per arm."""
+  if table.empty:
+    raise ValueError("the LR-sensitivity table is empty")
+  fig, (ax,) = _figure()
+  for i, (arm, group) in enumerate(table.groupby("arm", sort=True)):
+    group = group.sort_values("num_params")
+    ax.plot(group["num_params"], group["sensitivity"], marker="o",
+            ls=LINESTYLES[i // 10 % len(LINESTYLES)], label=str(arm))
+  ax.set_xscale("log")
+  ax.set_xlabel("non-embedding parameters")
+  ax.set_ylabel("LR sensitivity")
+  ax.grid(True, which="major", alpha=0.3)
+  ax.legend(fontsize=8, title="arm", title_fontsize=8)
+  if footnote is None:
+    spec = table.attrs.get("sweep") or {}
+    footnote = " · ".join(filter(None, [spec.get("experiment"), _rule_note(table)]))
+  return _finish(fig, title, footnote, save_to, formats)
+
+
+def _rule_note(table: pd.DataFrame) -> str:
+  if table.empty:
+    return ""
+  pairs = table[["rule", "lr_range"]].drop_duplicates()
+  return "; ".join(f"{r.rule} over {r.lr_range}" for r in pairs.itertuples())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig 2/4/E.1/E.13: a metric over training
+
+
+def _run_label(row: pd.Series) -> str:
+  return f"{row['arm']} {row['size']} lr={row['lr']:.0e}"
+
+
+def metric_over_training(runs: pd.DataFrame, metric: str, *, logy: bool | None = None,
+                         title: str | None = None, footnote: str | None = None,
+                         save_to: results.PathLike | None = None,
+                         formats: Sequence[str] = FORMATS) -> Figure:
+  """`metric` (e.g. `attn_logit_max/block_0`, `output_logit/mean`) vs step, one line per run.
+
+  Log y when `logy` is None and every finite value is positive. A diverged run's divergence
+  step is marked with a red cross on its line. Raises ValueError if no run logged `metric`.
+  """
+  fig, (ax,) = _figure(panel_width=6.0)
+  finite_values = []
+  colors_by_size = _size_colors(runs["num_params"])
+  for _, row in runs.iterrows():
+    metrics = results.load_metrics(row["run_dir"], columns=[metric])
+    if metric not in metrics.columns or metrics[metric].isna().all():
+      continue
+    values = metrics[metric].to_numpy(float)
+    finite_values.append(values[np.isfinite(values)])
+    ax.plot(metrics["step"], values, ls=_arm_style(runs, row["arm"]),
+            color=colors_by_size.get(row["num_params"], "0.3"), label=_run_label(row))
+    _mark_divergence(ax, row, metrics, metric)
+  if not finite_values:
+    raise ValueError(f"no run logged {metric!r}")
+  all_values = np.concatenate(finite_values)
+  if logy if logy is not None else (all_values.size and (all_values > 0).all()):
+    ax.set_yscale("log")
+  ax.set_xlabel("training step")
+  ax.set_ylabel(metric)
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize=7)
+  return _finish(fig, title or f"{metric} over training", _footnote(runs, footnote), save_to,
+                 formats)
+
+
+def _arm_style(runs: pd.DataFrame, arm: str) -> str:
+  arms = sorted(runs["arm"].unique())
+  return LINESTYLES[arms.index(arm) % len(LINESTYLES)]
+
+
+def _mark_divergence(ax: Axes, row: pd.Series, metrics: pd.DataFrame, metric: str) -> None:
+  step = row.get("diverged_at_step")
+  if row["status"] != "diverged" or step is None or not np.isfinite(float(step)):
+    return
+  before = metrics[(metrics["step"] <= float(step)) & np.isfinite(metrics[metric])]
+  if len(before):
+    ax.plot(before["step"].iloc[-1], before[metric].iloc[-1], "x", color="crimson", mew=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig 11/12/E.12/C.1: RMS of a tensor vs N or LR
+
+
+def rms_vs(runs: pd.DataFrame, metric: str = "grad_rms/block_0/mlp/wi/kernel", *,
+           x: str = "num_params", last_steps: int = 500, eps: float | None = None,
+           title: str | None = None, footnote: str | None = None,
+           save_to: results.PathLike | None = None,
+           formats: Sequence[str] = FORMATS) -> Figure:
+  """`metric` averaged over the final `last_steps` steps, vs N (one line per LR) or vs LR (one
+  line per size); log-log; line style per arm; `eps` draws the AdamW ε reference line.
+  """
+  if x not in ("num_params", "lr"):
+    raise ValueError(f"x={x!r}: expected 'num_params' or 'lr'")
+  points = results.with_metric(runs, metric, last_steps=last_steps, column="value")
+  points = points[np.isfinite(points["value"]) & (points["value"] > 0)]
+  if points.empty:
+    raise ValueError(f"no run has a finite positive {metric!r} over its final {last_steps} steps")
+  curve_key = "lr" if x == "num_params" else "num_params"
+  palette = _lr_colors(points["lr"]) if x == "num_params" else _size_colors(points["num_params"])
+  fig, (ax,) = _figure()
+  for (arm, key), group in points.groupby(["arm", curve_key], sort=True):
+    group = group.sort_values(x)
+    label = f"lr={key:.0e}" if x == "num_params" else _size_label(group["size"].iloc[0], key)
+    if points["arm"].nunique() > 1:
+      label = f"{arm} {label}"
+    ax.plot(group[x], group["value"], marker="o", color=palette.get(key, "0.3"),
+            ls=_arm_style(points, arm), label=label)
+  if eps is not None:
+    ax.axhline(eps, color="0.3", ls=":", lw=1.2, label=f"AdamW ε = {eps:g}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("non-embedding parameters" if x == "num_params" else "peak learning rate")
+  ax.set_ylabel(f"{metric}\n(mean over final {last_steps} steps)")
+  ax.grid(True, which="major", alpha=0.3)
+  ax.legend(fontsize=7)
+  title = title or f"{metric.split('/')[0]} vs {'model size' if x == 'num_params' else 'LR'}"
+  return _finish(fig, title, _footnote(runs, footnote), save_to, formats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig 9: max attention logit vs N with the quadratic fits
+
+
+def max_logit_vs_params(points: pd.DataFrame, fits: pd.DataFrame, *,
+                        threshold: float = prediction.THRESHOLD,
+                        title: str = "Max attention logit vs model size",
+                        footnote: str | None = None, save_to: results.PathLike | None = None,
+                        formats: Sequence[str] = FORMATS) -> Figure:
+  """Points from `prediction.max_logit_points`, fits from `prediction.predict_divergence`.
+
+  One colour per LR: measured points (hollow if the run diverged), the fitted quadratic in
+  log-log space extended to the target size / threshold crossing, and the threshold line.
+  """
+  fig, (ax,) = _figure(panel_width=6.0)
+  palette = _lr_colors(fits["lr"])
+  for fit in fits.itertuples():
+    group = points[(points["arm"] == fit.arm) & (points["lr"] == fit.lr)]
+    group = group[np.isfinite(group["max_logit"]) & (group["max_logit"] > 0)]
+    color = palette[fit.lr]
+    ax.scatter(group["num_params"], group["max_logit"], color=color, zorder=3,
+               label=f"lr={fit.lr:.0e}" + (f" ({fit.arm})" if fits["arm"].nunique() > 1 else ""))
+    _draw_fit(ax, fit, group, color)
+  ax.axhline(threshold, color="crimson", ls="--", lw=1, label=f"divergence threshold {threshold:g}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  step = points.attrs.get("step", prediction.STEP)
+  ax.set_xlabel("non-embedding parameters")
+  ax.set_ylabel(f"max attention logit (block 0, step {step})")
+  ax.grid(True, which="major", alpha=0.3)
+  ax.legend(fontsize=7)
+  return _finish(fig, title, _footnote(points, footnote), save_to, formats)
+
+
+def _draw_fit(ax: Axes, fit: Any, group: pd.DataFrame, color: Any) -> None:
+  coefs = np.array([fit.c2, fit.c1, fit.c0])
+  if not np.all(np.isfinite(coefs)):
+    return
+  ends = [fit.fit_min_params, fit.fit_max_params, fit.target_params, fit.crossing_params]
+  ends = [e for e in ends if np.isfinite(e)]
+  grid = np.logspace(math.log10(min(ends)), math.log10(max(ends) * 1.5), 100)
+  ax.plot(grid, prediction.fitted_max_logit(coefs, grid), color=color, lw=1, alpha=0.8)
+  if np.isfinite(fit.predicted_max_logit):
+    ax.scatter([fit.target_params], [fit.predicted_max_logit], marker="*", s=90,
+               facecolors="none", edgecolors=color, zorder=3)
+  if np.isfinite(fit.measured_max_logit):
+    ax.scatter([fit.target_params], [fit.measured_max_logit], marker="D", color=color, zorder=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The standard set for one sweep
+
+
+def _highest_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
+  """For each arm, the runs (all sizes) at that arm's highest LR."""
+  runs = runs[runs["lr"].notna()]
+  top = runs.groupby("arm")["lr"].transform("max")
+  return runs[runs["lr"] == top]
+
+
+def make_experiment_figures(sweep_dir: results.PathLike, out_dir: results.PathLike,
+                            formats: Sequence[str] = FORMATS,
+                            runs: pd.DataFrame | None = None) -> list[str]:
+  """Loss vs LR, LR sensitivity vs N, and block-0 max attention logit over training at each
+  arm's highest LR, for one sweep; returns the files written. A figure without data is skipped
+  with a warning.
+  """
+  runs = results.load_runs(sweep_dir) if runs is None else runs
+  out = results.as_path(out_dir)
+  table = sensitivity.sensitivity_table(runs)
+  standard = {
+      "loss_vs_lr": lambda: loss_vs_lr(runs),
+      "sensitivity_vs_params": lambda: sensitivity_vs_params(table),
+      "attn_logit_max_block0": lambda: metric_over_training(
+          _highest_lr_runs(runs), prediction.METRIC,
+          title="Max attention logit (block 0) at each arm's highest LR"),
+  }
+  problems = results.Problems()
+  written = []
+  for name, draw in standard.items():
+    try:
+      written += save(draw(), out / name, formats)
+    except ValueError as e:
+      problems.add(f"figure {name} skipped: {e}")
+  return written
