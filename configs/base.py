@@ -88,16 +88,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       tfds_name="c4/en:3.1.0",
       tfds_data_dir="",     # '' = tfds default; gs://bucket/tfds on TPU
       vocab_path="gs://t5-data/vocabs/cc_all.32000/sentencepiece.model",
+      vocab_extra_ids=100,  # T5: 32000 pieces + 100 sentinel ids (never produced; embedding rows)
       # text
-      paths="",             # comma-separated globs of text files
+      paths="",             # comma-separated globs of UTF-8 text files
       doc_per="line",       # line | file
-      eval_fraction=0.01,
+      text_vocab="bytes",   # bytes (seqio.ByteVocabulary, 259 ids) | sentencepiece (vocab_path)
+      eval_fraction=0.01,   # held-out documents (text, embedded) or tail rows (tokens)
       # embedded
-      cache_dir="",         # '' = ~/.cache/stability
+      cache_dir="",         # '' = $STABILITY_CACHE or ~/.cache/stability
       # tokens
       tokens_path="",       # .npy or raw .bin of token ids
-      tokens_dtype="uint16",
-      tokens_vocab_size=0,
+      tokens_dtype="uint16",  # of a raw .bin file
+      tokens_vocab_size=0,  # 0: from `<tokens_path>.json` (stability.tokenize), else max id + 1
+      tokens_eos_id=-1,     # -1: from `<tokens_path>.json`, else 1
+      eval_tokens_path="",  # '' = hold out the last eval_fraction of tokens_path's rows
       # synthetic
       synthetic_vocab_size=32101,
   ))

@@ -149,6 +149,7 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
   folder, name = os.path.split(os.path.abspath(path))
   fd, tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
   try:
+    os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; caches are shared
     with os.fdopen(fd, mode) as f:
       yield f
       f.flush()

@@ -112,7 +112,7 @@ def _task(name: str, source, vocabulary):
 def _task_documents(task, split: str, shuffle: bool, seed: int | None) -> Iterator[np.ndarray]:
   """Token documents of one pass over `split`."""
   dataset = task.get_dataset(sequence_length=None, split=split, shuffle=shuffle, seed=seed,
-                             num_epochs=1, use_cached=False)
+                             num_epochs=1, use_cached=False, try_in_mem_cache=False)
   for example in dataset.as_numpy_iterator():
     yield example["targets"]
 

@@ -52,7 +52,7 @@ def source_files(root: str) -> Iterator[str]:
 
 
 def _docstrings(node: ast.AST, qualname: str) -> Iterator[tuple[str, str]]:
-  """(qualified name, cleaned docstring) for `node` and the definitions inside it, in source order."""
+  """(qualified name, cleaned docstring) of `node` and the definitions in it, in source order."""
   if isinstance(node, _DOC_NODES):
     doc = ast.get_docstring(node, clean=False)
     if doc:
