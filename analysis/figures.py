@@ -370,3 +370,52 @@ def make_experiment_figures(sweep_dir: results.PathLike, out_dir: results.PathLi
     except ValueError as e:
       problems.add(f"figure {name} skipped: {e}")
   return written
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo's headline: qk-layernorm against attention-logit growth (Figs 1 and 2 in one)
+
+
+def _headline_lr(runs: pd.DataFrame, stable_arm: str) -> float:
+  """The highest LR at which the stable arm finished without diverging."""
+  ok = runs[(runs["arm"] == stable_arm) & (runs["status"] == "done")]
+  return float(ok["lr"].max()) if len(ok) else float(runs["lr"].max())
+
+
+def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
+                          arms: tuple[str, str] = ("qkln-on", "qkln-off"),
+                          save_to: results.PathLike | None = None,
+                          formats: Sequence[str] = FORMATS) -> Figure:
+  """Three panels: final eval loss vs LR for both arms; then, at one high LR, the max attention
+  logit of block 0 and the train loss over training."""
+  runs = runs[runs["status"].isin(results.FINISHED) & runs["arm"].isin(arms)]
+  if runs.empty:
+    raise ValueError(f"no finished runs of arms {arms}")
+  lr = lr if lr is not None else _headline_lr(runs, arms[0])
+  colors = {arms[0]: "tab:blue", arms[1]: "tab:red"}
+  fig, (ax_lr, ax_logit, ax_loss) = _figure(3, panel_width=4.6)
+  init_loss = float(runs["init_eval_loss"].mean())
+  for arm in arms:
+    for i, (size, group) in enumerate(runs[runs["arm"] == arm].groupby("size", sort=True)):
+      _draw_loss_curve(ax_lr, group, init_loss, colors[arm], f"{arm} {size}")
+      ax_lr.lines[-1].set_linestyle(LINESTYLES[i % len(LINESTYLES)])
+    at_lr = runs[(runs["arm"] == arm) & np.isclose(runs["lr"], lr)]
+    for _, row in at_lr.iterrows():
+      m = results.load_metrics(row["run_dir"], columns=["attn_logit_max/block_0", "train_loss"])
+      if m.empty:
+        continue
+      label = f"{arm} {row['size']}"
+      ax_logit.plot(m["step"], m["attn_logit_max/block_0"], color=colors[arm], label=label)
+      ax_loss.plot(m["step"], m["train_loss"], color=colors[arm], label=label)
+  ax_lr.axhline(init_loss, color="0.5", ls="--", lw=1, label="ℓ0 (init)")
+  ax_lr.axvline(lr, color="0.7", ls=":", lw=1)
+  ax_lr.set(xscale="log", xlabel="peak learning rate", ylabel="final eval loss",
+            title="loss vs LR (× diverged)")
+  ax_logit.set(yscale="log", xlabel="training step", ylabel="max attention logit, block 0",
+               title=f"attention logits at LR {lr:g}")
+  ax_loss.set(xlabel="training step", ylabel="train loss (CE)", title=f"train loss at LR {lr:g}")
+  for ax in (ax_lr, ax_logit, ax_loss):
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+  return _finish(fig, "qk-layernorm prevents attention-logit growth at high learning rates",
+                 _footnote(runs, None), save_to, formats)

@@ -22,6 +22,7 @@ import optax
 from stability import checkpoint as checkpoint_lib
 from stability import data as data_lib
 from stability import flops
+from stability import logs
 from stability import optim
 from stability import results
 from stability import sharding
@@ -183,10 +184,11 @@ def _host_metrics(metrics) -> dict[str, float]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains one config into `workdir`; returns its summary. Never raises for a divergence."""
+  logs.quiet_libraries()
   sharding.maybe_initialize_distributed()
   validation.validate(config)
   seq_len = config.model.seq_len
-  data_lib.validate(config.data, seq_len)
+  data_lib.validate(config.data, seq_len, process_count=jax.process_count())
   is_writer = jax.process_index() == 0
   config_dict = _jsonable_config(config)
 
@@ -228,7 +230,8 @@ def _train_loop(config, run: Run, files: results.RunFiles, workdir: str) -> dict
   if restored is not None:
     start, state, data_state, loop = restored
     train_iter.set_state(data_state)
-    files.truncate(metrics_before=start, evals_through=start)
+    # The eval row of step `total` is the final eval, written after the loop: written again.
+    files.truncate(metrics_before=start, evals_through=min(start, total - 1))
     logging.info("resumed %s from step %d", workdir, start)
   else:
     start, loop = 0, {}
@@ -287,7 +290,7 @@ def _train_loop(config, run: Run, files: results.RunFiles, workdir: str) -> dict
       step += 1
 
       boundary = step % t.eval_every == 0 or step % t.ckpt_every == 0 or step == total
-      if pending is not None and (boundary or preemption.requested):
+      if pending is not None and diverged_at is None and (boundary or preemption.requested):
         diverged_at, pending = handle(*pending), None
       if diverged_at is not None:
         status = "diverged"

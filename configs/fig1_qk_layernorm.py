@@ -1,0 +1,31 @@
+"""Figs 1, 2, E.1: qk-layernorm against attention-logit growth, across LRs and model sizes.
+
+Arms: qk-layernorm per head (the default) vs off; everything else default (z-loss, independent
+weight decay). Makes: final eval loss vs LR per size (Fig 1 top), LR sensitivity vs parameters
+(Fig 1 bottom), max attention logit of block 0 over training (Fig 2), q/k norms and cosine (E.1).
+
+  python -m launch.sweep --experiment=configs/fig1_qk_layernorm.py:scale=cpu --out=results/fig1
+  python -m analysis.report results/fig1
+"""
+
+from configs import grid
+
+ARMS = {
+    "qkln-on": {"model.qk_layernorm": "per_head"},
+    "qkln-off": {"model.qk_layernorm": "off"},
+}
+
+
+def get_grid(arg: str | None = None) -> grid.Grid:
+  kv = grid.parse_scale_arg(arg)
+  scale = kv["scale"]
+  sizes = kv["sizes"].split("+") if "sizes" in kv else grid.SCALE_SIZES[scale]
+  lo, hi = grid.SCALE_RANGE[scale]
+  return grid.Grid(
+      experiment="fig1_qk_layernorm", scale=scale, figure="Fig 1, Fig 2, Fig E.1",
+      points=grid.sweep(ARMS, sizes, grid.SCALE_LRS[scale]),
+      sensitivity={"rule": "single", "ranges": [[lo, hi]]})
+
+
+def get_config(arg: str | None = None):
+  return grid.experiment_config(get_grid, arg)

@@ -1,0 +1,69 @@
+"""`make demo`: the paper's headline on a laptop, in minutes.
+
+Trains a 0.4M-parameter decoder on the embedded corpus at 7 learning rates, with and without
+qk-layernorm (the `cpu` scale of configs/fig1_qk_layernorm.py, one size), then prints the LR
+sensitivity of each arm and the max attention logit at high LR, and draws the figures.
+Re-running reuses finished runs.
+
+  python -m launch.demo [--out=results/demo] [--sizes=d128-L2]
+"""
+
+import math
+import os
+import time
+
+from absl import app
+from absl import flags
+
+from analysis import figures, results, sensitivity
+from configs import fig1_qk_layernorm
+from launch import sweep
+
+_OUT = flags.DEFINE_string("out", "results/demo", "sweep folder")
+_SIZES = flags.DEFINE_string("sizes", "d128-L2", "model sizes, joined by '+'")
+
+
+def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
+  """Per arm: the max attention logit of block 0 over training, at each LR from 1e-2 up."""
+  lines = [f"max attention logit of block 0 over training ({metric}):",
+           f"  {'lr':>8s}" + "".join(f"{arm:>14s}" for arm in sorted(runs.arm.unique()))]
+  for lr in sorted(runs.lr.unique()):
+    if lr < 1e-2:
+      continue
+    cells = []
+    for arm in sorted(runs.arm.unique()):
+      row = runs[(runs.arm == arm) & (runs.lr == lr)]
+      value = float("nan")
+      if len(row):
+        m = results.load_metrics(row.iloc[0].run_dir, columns=["step", metric])
+        if metric in m and len(m):
+          value = float(m[metric].max())
+      cells.append(f"{value:14.3g}" if math.isfinite(value) else f"{'nan':>14s}")
+    lines.append(f"  {lr:8.0e}" + "".join(cells))
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  start = time.time()
+  grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value}")
+  print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {_OUT.value} "
+        "(finished runs are reused)", flush=True)
+  sweep.run_grid(grid, _OUT.value)
+
+  runs = results.load_runs(_OUT.value)
+  table = sensitivity.sensitivity_table(runs)
+  out_dir = os.path.join(_OUT.value, "analysis")
+  written = figures.make_experiment_figures(_OUT.value, out_dir, runs=runs)
+  headline = figures.qk_layernorm_headline(runs, save_to=os.path.join(out_dir, "demo"))
+  del headline
+  print("\nLR sensitivity (PAPER.md §3; lower is more stable):")
+  print(sensitivity.format_table(table))
+  print()
+  print(max_logit_table(runs))
+  print(f"\nfigures: {os.path.join(out_dir, 'demo.png')} and {len(written)} more in {out_dir}")
+  print(f"[demo] done in {(time.time() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,226 @@
+"""Runs every point of an experiment's grid; safe to re-run, safe to run twice at once.
+
+  python -m launch.sweep --experiment=configs/fig1_qk_layernorm.py:scale=cpu --out=results/fig1
+  python -m launch.sweep --experiment=configs/fig1_qk_layernorm.py:scale=paper --dry_run \
+      --device=H100 --mfu=0.4
+
+- Finished points (status done or diverged) are skipped; interrupted ones resume from their
+  checkpoint; a failed point is recorded and the grid goes on.
+- A lock file per point (`<out>/.locks/<name>.lock`) keeps two runners off one point: start
+  several runners on one sweep (here, or on several machines sharing the folder) and together they
+  finish it. A lock left by a dead process on this host is taken over.
+- `--dry_run` lists the points with tokens, FLOPs and estimated accelerator-hours.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import socket
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
+
+from configs import grid as grid_lib
+from stability import flops
+
+_EXPERIMENT = flags.DEFINE_string(
+    "experiment", None, "experiment config file and arg, e.g. configs/fig1_qk_layernorm.py:scale=cpu")
+_OUT = flags.DEFINE_string("out", None, "sweep folder (default results/<experiment>)")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "list the points and their cost; train nothing")
+_ONLY = flags.DEFINE_string("only", "", "run only points whose name contains this")
+_DEVICE = flags.DEFINE_string("device", "H100", "accelerator for --dry_run hour estimates")
+_MFU = flags.DEFINE_float("mfu", 0.4, "assumed model FLOP utilisation for --dry_run")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "extra override for every point, e.g. --set=train.steps=100")
+
+
+def load_experiment(spec: str):
+  """`configs/x.py:arg` -> (module, arg)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise app.UsageError(f"--experiment: no file {path!r}")
+  name = os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(f"experiment_{name}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_grid"):
+    raise app.UsageError(f"{path} defines no get_grid(arg)")
+  return module, arg
+
+
+def parse_sets(sets: list[str]) -> dict[str, object]:
+  out = {}
+  for item in sets:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"--set={item!r} is not key=value")
+    try:
+      out[key] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key] = value
+  return out
+
+
+def with_extra_overrides(grid: grid_lib.Grid, extra: dict) -> grid_lib.Grid:
+  if not extra:
+    return grid
+  points = [dataclasses.replace(p, overrides={**p.overrides, **extra}) for p in grid.points]
+  return dataclasses.replace(grid, points=points)
+
+
+@dataclasses.dataclass
+class Cost:
+  tokens: float
+  flops: float
+
+
+def point_cost(point: grid_lib.Point, scale: str, vocab_size: int = 32101) -> Cost:
+  c = grid_lib.config_for(point, scale)
+  tokens = float(c.train.steps * c.data.batch_size * c.model.seq_len)
+  vocab = c.model.vocab_size or (259 if c.data.source == "embedded" else vocab_size)
+  return Cost(tokens, tokens * flops.model_flops_per_token(c.model, vocab))
+
+
+def dry_run(grid: grid_lib.Grid, device: str, mfu: float) -> str:
+  peak = flops.peak_flops_per_device(device) if device.lower() != "cpu" else None
+  lines = [f"{grid.experiment} at scale={grid.scale}: {len(grid.points)} points "
+           f"({grid.figure})", f"{'point':44s} {'arm':18s} {'size':10s} {'lr':>8s} "
+           f"{'N':>9s} {'tokens':>9s} {'FLOPs':>9s} {'hours':>8s}"]
+  total_flops = total_tokens = 0.0
+  for p in grid.points:
+    cost = point_cost(p, grid.scale)
+    total_flops += cost.flops
+    total_tokens += cost.tokens
+    hours = cost.flops / (peak * mfu) / 3600 if peak else float("nan")
+    n = grid_lib.sizes.non_embedding_params(p.size)
+    lines.append(f"{p.name:44s} {p.arm:18s} {p.size:10s} {p.lr:8.0e} {n:9.2e} "
+                 f"{cost.tokens:9.2e} {cost.flops:9.2e} {hours:8.1f}")
+  hours = total_flops / (peak * mfu) / 3600 if peak else float("nan")
+  lines.append(f"total: {total_tokens:.3g} tokens, {total_flops:.3g} FLOPs, "
+               f"{hours:,.1f} {device}-hours at {mfu:.0%} MFU"
+               + ("" if peak else f" (no peak FLOP/s known for {device!r})"))
+  return "\n".join(lines)
+
+
+class PointLock:
+  """An exclusive lock file per point (O_EXCL create); stale locks of dead local pids are taken."""
+
+  def __init__(self, lock_dir: epath.Path, name: str):
+    self.path = os.path.join(os.fspath(lock_dir), f"{name}.lock")
+
+  def acquire(self) -> bool:
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    for _ in range(2):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      except FileExistsError:
+        if self._stale():
+          try:
+            os.remove(self.path)
+          except FileNotFoundError:
+            pass
+          continue
+        return False
+      with os.fdopen(fd, "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+      return True
+    return False
+
+  def _stale(self) -> bool:
+    try:
+      with open(self.path) as f:
+        owner = json.load(f)
+    except (OSError, json.JSONDecodeError):
+      return time.time() - os.path.getmtime(self.path) > 60 if os.path.exists(self.path) else True
+    if owner.get("host") != socket.gethostname():
+      return False
+    try:
+      os.kill(int(owner["pid"]), 0)
+      return False
+    except ProcessLookupError:
+      return True
+    except PermissionError:
+      return False
+
+  def release(self) -> None:
+    try:
+      os.remove(self.path)
+    except FileNotFoundError:
+      pass
+
+
+def point_status(run_dir: epath.Path) -> str | None:
+  try:
+    return json.loads((run_dir / "summary.json").read_text()).get("status")
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def run_grid(grid: grid_lib.Grid, out: str, only: str = "") -> dict[str, int]:
+  """Trains every unfinished point it can lock; returns counts by final status."""
+  from stability import train  # jax and friends: not needed for --dry_run
+
+  out_dir = epath.Path(out)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  sweep_json = out_dir / "sweep.json"
+  sweep_json.write_text(json.dumps(grid.to_json(), indent=1))
+  points = [p for p in grid.points if only in p.name]
+  counts: dict[str, int] = {}
+  trained_s: list[float] = []
+  for i, point in enumerate(points):
+    run_dir = out_dir / point.name
+    status = point_status(run_dir)
+    if status in train.FINISHED:
+      counts[status] = counts.get(status, 0) + 1
+      continue
+    lock = PointLock(out_dir / ".locks", point.name)
+    if not lock.acquire():
+      logging.info("%s is being run by another runner; skipping", point.name)
+      counts["locked"] = counts.get("locked", 0) + 1
+      continue
+    start = time.time()
+    try:
+      if point_status(run_dir) in train.FINISHED:  # finished while we were waiting for the lock
+        status = point_status(run_dir)
+      else:
+        status = train.train_and_evaluate(grid_lib.config_for(point, grid.scale),
+                                          os.fspath(run_dir))["status"]
+    except Exception as e:  # a failed point never stops the grid
+      logging.exception("point %s failed: %s", point.name, e)
+      status = "failed"
+    finally:
+      lock.release()
+    trained_s.append(time.time() - start)
+    counts[status] = counts.get(status, 0) + 1
+    left = len(points) - i - 1
+    eta = sum(trained_s) / len(trained_s) * left / 60
+    print(f"[sweep] {i + 1}/{len(points)} {point.name}: {status} in {trained_s[-1]:.0f}s; "
+          f"ETA {eta:.1f} min for {left} more", flush=True)
+    if status == "preempted":
+      break
+  return counts
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _EXPERIMENT.value:
+    raise app.UsageError("--experiment=configs/<file>.py[:scale=cpu] is required")
+  module, arg = load_experiment(_EXPERIMENT.value)
+  grid = with_extra_overrides(module.get_grid(arg), parse_sets(_SET.value))
+  if _DRY_RUN.value:
+    print(dry_run(grid, _DEVICE.value, _MFU.value))
+    return
+  out = _OUT.value or os.path.join("results", grid.experiment)
+  counts = run_grid(grid, out, _ONLY.value)
+  print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+  sys.exit(1 if counts.get("failed") else 0)
+
+
+if __name__ == "__main__":
+  app.run(main)
