@@ -402,7 +402,7 @@ def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
     at_lr = runs[(runs["arm"] == arm) & np.isclose(runs["lr"], lr)]
     for _, row in at_lr.iterrows():
       m = results.load_metrics(row["run_dir"], columns=["attn_logit_max/block_0", "train_loss"])
-      if m.empty:
+      if m.empty or not {"attn_logit_max/block_0", "train_loss"} <= set(m.columns):
         continue
       label = f"{arm} {row['size']}"
       ax_logit.plot(m["step"], m["attn_logit_max/block_0"], color=colors[arm], label=label)

@@ -66,7 +66,7 @@ def crossing_params(coefs: np.ndarray, threshold: float = THRESHOLD,
     return float(start_params)
   shifted = np.array(coefs, float) - np.array([0.0, 0.0, target])
   roots = [r.real for r in np.atleast_1d(np.roots(shifted))
-           if abs(r.imag) < 1e-9 and r.real > x0]
+           if abs(r.imag) < 1e-9 and x0 < r.real < 300]  # beyond 1e300 params: never
   return float(10.0 ** min(roots)) if roots else None
 
 
