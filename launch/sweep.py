@@ -16,6 +16,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -32,7 +33,7 @@ _EXPERIMENT = flags.DEFINE_string(
     "experiment", None, "experiment config file and arg, e.g. configs/fig1_qk_layernorm.py:scale=cpu")
 _OUT = flags.DEFINE_string("out", None, "sweep folder (default results/<experiment>)")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "list the points and their cost; train nothing")
-_ONLY = flags.DEFINE_string("only", "", "run only points whose name contains this")
+_ONLY = flags.DEFINE_string("only", "", "run only points whose name matches this regex")
 _DEVICE = flags.DEFINE_string("device", "H100", "accelerator for --dry_run hour estimates")
 _MFU = flags.DEFINE_float("mfu", 0.4, "assumed model FLOP utilisation for --dry_run")
 _SET = flags.DEFINE_multi_string(
@@ -169,7 +170,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "") -> dict[str, int]:
   out_dir.mkdir(parents=True, exist_ok=True)
   sweep_json = out_dir / "sweep.json"
   sweep_json.write_text(json.dumps(grid.to_json(), indent=1))
-  points = [p for p in grid.points if only in p.name]
+  points = [p for p in grid.points if re.search(only, p.name)]
   counts: dict[str, int] = {}
   trained_s: list[float] = []
   for i, point in enumerate(points):

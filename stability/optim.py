@@ -60,30 +60,37 @@ class Optimizer:
     return optax.chain(self.clip, self.direction, self.apply)
 
 
+# Scalar hyper-parameters that may be traced arrays (one value per member of a batched sweep).
+SCALAR_HYPERS = ("peak_lr", "min_lr", "b1", "b2", "eps", "clip_norm", "weight_decay")
+
+
 def make_optimizer(opt_cfg, *, total_steps: int, parametrization_name: str = "standard",
-                   d_model: int = 256, mup_base_width: int = 256) -> Optimizer:
-  """Builds the chain from `config.opt`."""
-  schedule = lr_schedule(opt_cfg.peak_lr, opt_cfg.min_lr, opt_cfg.warmup_steps, total_steps)
+                   d_model: int = 256, mup_base_width: int = 256,
+                   hypers: dict | None = None) -> Optimizer:
+  """Builds the chain from `config.opt`; `hypers` overrides SCALAR_HYPERS, e.g. with tracers."""
+  h = {name: opt_cfg[name] for name in SCALAR_HYPERS}
+  h.update(hypers or {})
+  schedule = lr_schedule(h["peak_lr"], h["min_lr"], opt_cfg.warmup_steps, total_steps)
 
   def multiplier_of(name: str) -> float:
     return parametrization.lr_multiplier(name, parametrization_name, d_model, mup_base_width)
 
   if opt_cfg.weight_decay_mode == "independent":
-    decay_coef = opt_cfg.weight_decay / opt_cfg.peak_lr
+    decay_coef = h["weight_decay"] / h["peak_lr"]
   else:
-    decay_coef = opt_cfg.weight_decay
+    decay_coef = h["weight_decay"]
   apply = [scale_by_multipliers(multiplier_of)]
   if opt_cfg.lr_scale == "param_rms":
     apply.append(parametrization.scale_by_param_rms())
-  if opt_cfg.weight_decay > 0:
+  if opt_cfg.weight_decay > 0 or "weight_decay" in (hypers or {}):
     apply.append(optax.add_decayed_weights(
         decay_coef, mask=lambda p: parametrization.decay_mask(p, opt_cfg.decay_mask)))
   apply.append(optax.scale_by_learning_rate(schedule))
 
   return Optimizer(
-      clip=optax.clip_by_global_norm(opt_cfg.clip_norm) if opt_cfg.clip_norm > 0
+      clip=optax.clip_by_global_norm(h["clip_norm"]) if opt_cfg.clip_norm > 0
       else optax.identity(),
-      direction=optax.scale_by_adam(b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps),
+      direction=optax.scale_by_adam(b1=h["b1"], b2=h["b2"], eps=h["eps"]),
       apply=optax.chain(*apply),
       schedule=schedule,
   )

@@ -1,0 +1,120 @@
+"""The grid runner: re-runs train nothing, a killed sweep completes, runners share a sweep."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import fig1_qk_layernorm
+from launch import sweep
+
+TINY = ["train.steps=6", "opt.warmup_steps=1", "train.log_every=2", "train.eval_every=6",
+        "train.ckpt_every=2", "data.eval_batches=1", "data.batch_size=4", "model.seq_len=16",
+        "data.source=synthetic", "data.synthetic_vocab_size=64"]
+EXPERIMENT = "configs/fig1_qk_layernorm.py:scale=cpu,sizes=d64-L2"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sweep_cmd(out, only=""):
+  return [sys.executable, "-m", "launch.sweep", f"--experiment={EXPERIMENT}", f"--out={out}",
+          f"--only={only}"] + [f"--set={s}" for s in TINY]
+
+
+def statuses(out) -> dict[str, str]:
+  found = {}
+  for name in os.listdir(out):
+    path = os.path.join(out, name, "summary.json")
+    if os.path.exists(path):
+      found[name] = json.load(open(path))["status"]
+  return found
+
+
+def summary_mtimes(out) -> dict[str, float]:
+  return {n: os.path.getmtime(os.path.join(out, n, "summary.json")) for n in statuses(out)}
+
+
+@pytest.mark.slow
+def test_killed_sweep_completes_and_rerun_trains_nothing(tmp_path):
+  out = str(tmp_path / "sweep")
+  only = "lr1e-0[12]"  # 2 LRs × 2 arms
+  proc = subprocess.Popen(sweep_cmd(out, only), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  # Kill the runner (SIGKILL: no clean-up) once the first point has finished.
+  deadline = time.time() + 240
+  while time.time() < deadline and not any(
+      s in ("done", "diverged") for s in (statuses(out) if os.path.exists(out) else {}).values()):
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  first = statuses(out)
+  assert 1 <= sum(s in ("done", "diverged") for s in first.values()) < 4, first
+
+  finished_before = {n: t for n, t in summary_mtimes(out).items()
+                     if first[n] in ("done", "diverged")}
+  subprocess.run(sweep_cmd(out, only), cwd=ROOT, check=True, capture_output=True, timeout=600)
+  final = statuses(out)
+  expected = [p.name for p in fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2").points
+              if re.search(only, p.name)]
+  assert sorted(final) == sorted(expected)
+  assert all(s in ("done", "diverged") for s in final.values()), final
+  mtimes = summary_mtimes(out)
+  assert all(mtimes[n] == t for n, t in finished_before.items()), "a finished point was re-run"
+
+  # A finished sweep: re-running trains nothing and rewrites no summary.
+  before = summary_mtimes(out)
+  result = subprocess.run(sweep_cmd(out, only), cwd=ROOT, check=True, capture_output=True,
+                          text=True, timeout=300)
+  assert summary_mtimes(out) == before
+  assert "running" not in result.stdout and "failed" not in result.stdout
+  assert not os.listdir(os.path.join(out, ".locks"))
+  json.load(open(os.path.join(out, "sweep.json")))
+
+
+def test_point_lock_is_exclusive_and_stale_locks_are_taken(tmp_path):
+  a, b = sweep.PointLock(tmp_path, "p"), sweep.PointLock(tmp_path, "p")
+  assert a.acquire()
+  assert not b.acquire()          # held by a live process (this one)
+  a.release()
+  assert b.acquire()
+  b.release()
+  # A lock left by a dead process on this host is taken over.
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  with open(os.path.join(tmp_path, "p.lock"), "w") as f:
+    json.dump({"host": os.uname().nodename, "pid": dead.pid, "time": 0}, f)
+  assert sweep.PointLock(tmp_path, "p").acquire()
+
+
+def test_failed_point_does_not_stop_the_grid(tmp_path, monkeypatch):
+  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2")
+  grid = sweep.with_extra_overrides(grid, {k: json.loads(v) if v[0].isdigit() else v
+                                           for k, v in (s.split("=") for s in TINY)})
+  grid = grid.__class__(**{**grid.__dict__, "points": grid.points[:3]})
+  from stability import train
+  calls = []
+
+  def fake_train(config, workdir):
+    calls.append(workdir)
+    if len(calls) == 1:
+      raise RuntimeError("boom")
+    os.makedirs(workdir, exist_ok=True)
+    summary = {"status": "done"}
+    json.dump(summary, open(os.path.join(workdir, "summary.json"), "w"))
+    return summary
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  counts = sweep.run_grid(grid, str(tmp_path))
+  assert counts == {"failed": 1, "done": 2}
+  assert len(calls) == 3
+
+
+def test_dry_run_lists_points_and_cost():
+  grid = fig1_qk_layernorm.get_grid("scale=paper")
+  text = sweep.dry_run(grid, "H100", 0.4)
+  assert "112 points" in text and "d2048-L24_lr3e-01_qkln-on" in text
+  assert "H100-hours at 40% MFU" in text.splitlines()[-1]
