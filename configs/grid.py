@@ -139,7 +139,7 @@ def experiment_config(get_grid: Callable[[str], Grid], arg: str | None) -> ml_co
 
 # The next size up from a scale's ladder: the extrapolation target of Fig 9 (4.8B at paper
 # scale) and the model of the AdamW ε sweep (Figs 12, 13, E.15).
-SCALE_TARGET_SIZE = {"cpu": "d256-L3", "gpu": "d768-L12", "paper": "d4096-L24"}
+SCALE_TARGET_SIZE = {"cpu": "d128-L4", "gpu": "d768-L12", "paper": "d4096-L24"}
 
 
 def parse_grid_arg(arg: str | None, *keys: str) -> dict[str, str]:

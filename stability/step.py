@@ -39,7 +39,7 @@ def _forward(params, tokens_BxL1, *, model: Decoder, z_loss_coef: float, diagnos
   inputs_BxL, targets_BxL = tokens_BxL1[:, :-1], tokens_BxL1[:, 1:]
   if diagnose:
     logits_BxLxV, variables = model.apply({"params": params}, inputs_BxL, mutable=["diagnostics"])
-    sown = diagnostics.flatten_sown(variables["diagnostics"])
+    sown = diagnostics.flatten_sown(variables.get("diagnostics", {}))
   else:
     logits_BxLxV, sown = model.apply({"params": params}, inputs_BxL), {}
   ce, z_loss, logit_stats = losses.cross_entropy_and_z_loss(logits_BxLxV, targets_BxL, z_loss_coef)

@@ -1,0 +1,49 @@
+"""Fig 6: weight decay independent of the LR gives lower LR sensitivity than LR-coupled decay.
+
+Arms (PAPER.md §4 Fig 6, §1.3), qk-layernorm per head in both:
+  wd-independent  θ ← θ − s_t(ηΔ + λθ), λ = 1e-4 (the default recipe)
+  wd-coupled      θ ← θ − s_t·η(Δ + λθ), λ = 0.1 (AdamW as in PyTorch / Optax)
+Sizes: the Fig 1 ladder. LRs: the scale's grid; the coupled arm gets one more LR below it
+(1e-4 at gpu and paper scale, 3e-4 at cpu scale), because its LR sensitivity is the minimum
+over two ranges, [1e-4, 1e-1] and [3e-4, 3e-1] at paper scale (PAPER.md §3); `sensitivity`
+says so for that arm, the independent arm uses the single range.
+
+Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters.
+
+  python -m launch.sweep --experiment=configs/fig6_weight_decay.py:scale=cpu --out=results/fig6
+  python -m analysis.report results/fig6
+"""
+
+from configs import grid
+
+INDEPENDENT = "wd-independent"
+COUPLED = "wd-coupled"
+ARMS = {
+    INDEPENDENT: {"model.qk_layernorm": "per_head", "opt.weight_decay_mode": "independent",
+                  "opt.weight_decay": 1e-4},
+    COUPLED: {"model.qk_layernorm": "per_head", "opt.weight_decay_mode": "coupled",
+              "opt.weight_decay": 0.1},
+}
+
+
+def coupled_lrs(scale: str) -> tuple[float, ...]:
+  """The scale's grid with one more LR below it (1e-4 at paper scale)."""
+  return grid.extend_lrs(grid.SCALE_LRS[scale], below=1)
+
+
+def get_grid(arg: str | None = None) -> grid.Grid:
+  kv = grid.parse_grid_arg(arg)
+  scale = kv["scale"]
+  sizes = grid.sizes_arg(kv, grid.SCALE_SIZES[scale])
+  lrs = coupled_lrs(scale)
+  ranges = [[lrs[0], lrs[-2]], [lrs[1], lrs[-1]]]  # [1e-4, 1e-1] and [3e-4, 3e-1]
+  points = (grid.sweep({INDEPENDENT: ARMS[INDEPENDENT]}, sizes, grid.SCALE_LRS[scale])
+            + grid.sweep({COUPLED: ARMS[COUPLED]}, sizes, lrs))
+  return grid.Grid(
+      experiment="fig6_weight_decay", scale=scale, figure="Fig 6", points=points,
+      sensitivity={**grid.single_sensitivity(scale),
+                   "arms": {COUPLED: {"rule": "min_of_ranges", "ranges": ranges}}})
+
+
+def get_config(arg: str | None = None):
+  return grid.experiment_config(get_grid, arg)

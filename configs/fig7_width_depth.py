@@ -1,0 +1,47 @@
+"""Figs 7, E.2, E.3: scaling width vs scaling depth, with and without qk-layernorm.
+
+Arms (PAPER.md §4 Fig 7): `width_qkln-on`, `width_qkln-off` scale d_model at a fixed depth
+(heads grow with width, head dim 64); `depth_qkln-on`, `depth_qkln-off` scale the number of
+layers at a fixed width. Each arm has its own sizes:
+  paper  width: configs/sizes.py WIDTH_SWEEP (d256..d2048, L=6); depth: DEPTH_SWEEP (L3..L48, d=512)
+  gpu    width: d256/d512/d768 at L=6;  depth: L3/L6/L12 at d=512
+  cpu    width: d64/d128 at L=2;        depth: L2/L4 at d=64
+Overrides: `width=a+b`, `depth=a+b` (or `sizes=a+b` for both). LRs: the scale's grid.
+
+Makes: final eval loss vs LR per size and arm (Fig 7 and, for the qkln-off arms, Fig E.2), LR
+sensitivity vs parameters for scale-width vs scale-depth (Fig 7 bottom). Fig E.3 (best loss
+over the LR sweep vs parameters) also needs the joint width+depth ladder: that is the
+`qkln-on` arm of configs/fig1_qk_layernorm.py at the same scale (not repeated here).
+
+  python -m launch.sweep --experiment=configs/fig7_width_depth.py:scale=cpu --out=results/fig7
+  python -m analysis.report results/fig7
+"""
+
+from configs import grid, sizes
+
+WIDTH = {"cpu": ("d64-L2", "d128-L2"), "gpu": ("d256-L6", "d512-L6", "d768-L6"),
+         "paper": sizes.WIDTH_SWEEP}
+DEPTH = {"cpu": ("d64-L2", "d64-L4"), "gpu": ("d512-L3", "d512-L6", "d512-L12"),
+         "paper": sizes.DEPTH_SWEEP}
+
+
+def get_grid(arg: str | None = None) -> grid.Grid:
+  kv = grid.parse_grid_arg(arg, "width", "depth")
+  scale = kv["scale"]
+  swept = {
+      "width": tuple(kv["width"].split("+")) if kv.get("width") else grid.sizes_arg(
+          kv, WIDTH[scale]),
+      "depth": tuple(kv["depth"].split("+")) if kv.get("depth") else grid.sizes_arg(
+          kv, DEPTH[scale]),
+  }
+  points = []
+  for dimension, size_list in swept.items():
+    arms = grid.cross_arms({dimension: {}}, grid.QKLN_ARMS)
+    points += grid.sweep(arms, size_list, grid.SCALE_LRS[scale])
+  return grid.Grid(
+      experiment="fig7_width_depth", scale=scale, figure="Fig 7, Fig E.2, Fig E.3",
+      points=points, sensitivity=grid.single_sensitivity(scale))
+
+
+def get_config(arg: str | None = None):
+  return grid.experiment_config(get_grid, arg)
