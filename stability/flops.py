@@ -43,10 +43,19 @@ PEAK_FLOPS = {
 }
 
 
+# Cloud TPU names (`v5e`, or a slice: `v4-32`, `v5litepod-16`) -> PEAK_FLOPS keys.
+_TPU_NAMES = {"v4": "TPU v4", "v5e": "TPU v5e", "v5litepod": "TPU v5e", "v5p": "TPU v5p",
+              "v6e": "TPU v6e"}
+
+
 def peak_flops_per_device(device_kind: str) -> float | None:
-  """Peak FLOP/s for a `jax.Device.device_kind`; measured for CPU; None if unknown."""
+  """Peak FLOP/s for a `jax.Device.device_kind` or a name such as `v5e`, `v4-32`, `H100`;
+  measured for CPU; None if unknown."""
   if device_kind.lower() == "cpu":
     return measured_cpu_flops()
+  tpu = _TPU_NAMES.get(device_kind.lower().split("-")[0])
+  if tpu:
+    return PEAK_FLOPS[tpu]
   for key in sorted(PEAK_FLOPS, key=len, reverse=True):
     if key.lower() in device_kind.lower():
       return PEAK_FLOPS[key]

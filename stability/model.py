@@ -119,9 +119,9 @@ class Attention(nn.Module):
       k_BxLxHxK = _layernorm("k_norm", "kv")(k_BxLxHxK)
     elif cfg.qk_layernorm == "full_width":  # over d_model, as before the head split
       b, length = x_BxLxD.shape[:2]
-      q_BxLxHxK = _layernorm("q_norm", "embed")(q_BxLxHxK.reshape(b, length, h * k)).reshape(
+      q_BxLxHxK = _layernorm("q_norm")(q_BxLxHxK.reshape(b, length, h * k)).reshape(
           b, length, h, k)
-      k_BxLxHxK = _layernorm("k_norm", "embed")(k_BxLxHxK.reshape(b, length, h * k)).reshape(
+      k_BxLxHxK = _layernorm("k_norm")(k_BxLxHxK.reshape(b, length, h * k)).reshape(
           b, length, h, k)
 
     q_BxLxHxK = rope(q_BxLxHxK, cfg.rope_base)
@@ -195,9 +195,9 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
     cfg = self.cfg
     x_BxLxD = x_BxLxD + Attention(cfg, name="attn")(
-        _layernorm("ln_attn", "embed")(x_BxLxD).astype(cfg.dtype))
+        _layernorm("ln_attn")(x_BxLxD).astype(cfg.dtype))
     x_BxLxD = x_BxLxD + Mlp(cfg, name="mlp")(
-        _layernorm("ln_mlp", "embed")(x_BxLxD).astype(cfg.dtype))
+        _layernorm("ln_mlp")(x_BxLxD).astype(cfg.dtype))
     if self.is_mutable_collection("diagnostics"):
       x = x_BxLxD.astype(jnp.float32)
       self.sow("diagnostics", "block_out_rms", jnp.sqrt(jnp.mean(x * x)))
@@ -227,7 +227,7 @@ class Decoder(nn.Module):
       x_BxLxD = block(cfg, name=f"block_{i}")(x_BxLxD)
       x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
 
-    x_BxLxD = _layernorm("ln_final", "embed")(x_BxLxD)
+    x_BxLxD = _layernorm("ln_final")(x_BxLxD)
     # μParam (intermediate, full): head init std sqrt(base_fan_in)/fan_in = sqrt(base)/d.
     head_scale = (cfg.mup_base_width / cfg.d_model
                   if cfg.parametrization in ("mup_intermediate", "mup_full") else 1.0)

@@ -7,6 +7,7 @@ mesh axes; unnamed ones are replicated. The same code runs on 1 CPU and on a pod
 
 import os
 
+from absl import logging
 import flax.linen as nn
 import jax
 import numpy as np
@@ -19,8 +20,10 @@ MESH_AXES = ("data", "fsdp", "tensor")
 def maybe_initialize_distributed() -> None:
   """Starts `jax.distributed` on multi-host platforms; does nothing on one host.
 
-  Detected: Cloud TPU pod slices (TPU worker env), SLURM jobs with several tasks, and an explicit
-  coordinator (`JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`).
+  Detected: Cloud TPU pod slices (TPU worker env, or `STABILITY_DISTRIBUTED=1`, which
+  `launch/tpu` sets: a TPU VM reached by ssh has no TPU worker env), SLURM jobs with several
+  tasks, and an explicit coordinator (`JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES` and
+  `JAX_PROCESS_ID`).
   """
   if getattr(maybe_initialize_distributed, "_done", False):
     return
@@ -32,7 +35,8 @@ def maybe_initialize_distributed() -> None:
         process_id=int(env["JAX_PROCESS_ID"]))
   elif int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in env:
     jax.distributed.initialize()  # JAX reads the SLURM environment itself
-  elif "," in env.get("TPU_WORKER_HOSTNAMES", "") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+  elif ("," in env.get("TPU_WORKER_HOSTNAMES", "") or env.get("MEGASCALE_COORDINATOR_ADDRESS")
+        or env.get("STABILITY_DISTRIBUTED") == "1"):
     jax.distributed.initialize()  # Cloud TPU: JAX finds the coordinator itself
   maybe_initialize_distributed._done = True
 
@@ -70,9 +74,30 @@ def logical_rules(mesh_cfg) -> tuple[tuple[str, object], ...]:
 
 
 def shardings_of(boxed_tree, mesh: Mesh, rules) -> object:
-  """NamedShardings for a tree of (abstract) values carrying logical partitioning metadata."""
+  """NamedShardings for a tree of (abstract) values carrying logical partitioning metadata.
+
+  A dimension that its mesh axes do not divide (the 259-id byte vocabulary over tensor=2) is
+  replicated, with a warning, instead of failing at the first transfer.
+  """
   specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, s, x: _fit(s, x.shape, jax.tree_util.keystr(path)), shardings,
+      nn.unbox(boxed_tree))
+
+
+def _fit(sharding: NamedSharding, shape: tuple[int, ...], name: str) -> NamedSharding:
+  spec = tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))
+  fitted = []
+  for dim, axes in zip(shape, spec):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = int(np.prod([sharding.mesh.shape[a] for a in names]))
+    if dim % ways:
+      logging.warning("%s: dimension %d is not divisible by mesh axes %s (%d ways); replicated",
+                      name, dim, names, ways)
+      axes = None
+    fitted.append(axes)
+  return NamedSharding(sharding.mesh, P(*fitted))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -34,13 +34,27 @@ FINISHED = ("done", "diverged")
 
 
 class _Preemption:
-  """Turns SIGTERM (TPU preemption, `kill`) into a flag the loop checks between steps."""
+  """Turns SIGTERM (TPU preemption, `kill`) into a stop the loop checks between steps.
+
+  With several processes JAX's preemption service owns SIGTERM and picks one step at which every
+  process stops, so all of them take part in the same checkpoint (a per-process flag deadlocks).
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._multihost = jax.process_count() > 1
+
+  def reached(self, step: int) -> bool:
+    """Whether to checkpoint and stop after `step`; call once per step on every process."""
+    if self._multihost:
+      from jax.experimental import multihost_utils
+      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
   def __enter__(self):
+    if self._multihost:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: leave signals alone
@@ -93,12 +107,22 @@ def _check_batch_fits_mesh(config, mesh) -> None:
         f"config.data.batch_size={config.data.batch_size} (per microbatch {micro} with "
         f"train.grad_accum={config.train.grad_accum}) is not divisible by the {dp} data-parallel "
         "devices (mesh.data × mesh.fsdp); change the batch size or the mesh")
+  pc = jax.process_count()
+  if pc > 1:  # process p feeds rows [p·B/P, (p+1)·B/P): its devices must hold exactly those
+    shards = sharding.batch_sharding(mesh).addressable_devices_indices_map((dp, 1))
+    local = len({index[0].indices(dp)[:2] for index in shards.values()})
+    if local * pc != dp:
+      raise validation.ConfigError(
+          f"each of the {pc} processes feeds 1/{pc} of the batch, but this one's devices hold "
+          f"{local} of the {dp} batch shards (mesh.data × mesh.fsdp); make that product a "
+          "multiple of the process count and keep mesh.tensor within one host")
 
 
 class Run:
   """The compiled pieces of one run: model, optimizer, mesh, shardings and jitted steps."""
 
-  def __init__(self, config: ml_collections.ConfigDict, vocab_size: int):
+  def __init__(self, config: ml_collections.ConfigDict, vocab_size: int, devices=None):
+    """`devices`: the mesh's devices (default all; compile-only TPU devices for AOT checks)."""
     self.config = config
     self.model_cfg = ModelConfig.from_config(config.model, vocab_size)
     self.model = Decoder(self.model_cfg)
@@ -106,7 +130,7 @@ class Run:
         config.opt, total_steps=config.train.steps,
         parametrization_name=config.model.parametrization, d_model=config.model.d_model,
         mup_base_width=config.model.mup_base_width)
-    self.mesh = sharding.make_mesh(config.mesh)
+    self.mesh = sharding.make_mesh(config.mesh, devices)
     self.rules = sharding.logical_rules(config.mesh)
     _check_batch_fits_mesh(config, self.mesh)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -288,9 +312,10 @@ def _train_loop(config, run: Run, files: results.RunFiles, workdir: str) -> dict
         diverged_at = handle(*pending)
       pending = (step, metrics) if log_now else None
       step += 1
+      preempted = preemption.reached(step)
 
       boundary = step % t.eval_every == 0 or step % t.ckpt_every == 0 or step == total
-      if pending is not None and diverged_at is None and (boundary or preemption.requested):
+      if pending is not None and diverged_at is None and (boundary or preempted):
         diverged_at, pending = handle(*pending), None
       if diverged_at is not None:
         status = "diverged"
@@ -298,12 +323,12 @@ def _train_loop(config, run: Run, files: results.RunFiles, workdir: str) -> dict
       if step % t.eval_every == 0 and step < total:
         with timer.paused():
           files.append_eval({"step": step, "eval_loss": run.evaluate(state.params, eval_batches)})
-      if step % t.ckpt_every == 0 or preemption.requested:
+      if step % t.ckpt_every == 0 or preempted:
         with timer.paused():
           loop["wall_s"] += time.time() - session_start
           session_start = time.time()
           ckpt.save(step, state, train_iter.get_state(), dict(loop))
-      if preemption.requested:
+      if preempted:
         status = "preempted"
         break
     if pending is not None and diverged_at is None:
