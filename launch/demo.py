@@ -5,7 +5,9 @@ qk-layernorm (the `cpu` scale of configs/fig1_qk_layernorm.py, one size), then p
 sensitivity of each arm and the max attention logit at high LR, and draws the figures.
 Re-running reuses finished runs.
 
-  python -m launch.demo [--out=results/demo] [--sizes=d128-L2]
+  python -m launch.demo [--out=results/demo] [--sizes=d128-L2] [--nobatch]
+
+(`--out` and `--batch` are launch.sweep's flags.)
 """
 
 import math
@@ -18,8 +20,8 @@ from absl import flags
 from analysis import figures, results, sensitivity
 from configs import fig1_qk_layernorm
 from launch import sweep
+from stability import runtime
 
-_OUT = flags.DEFINE_string("out", "results/demo", "sweep folder")
 _SIZES = flags.DEFINE_string("sizes", "d128-L2", "model sizes, joined by '+'")
 
 
@@ -45,16 +47,18 @@ def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
 
 def main(argv):
   del argv
+  runtime.enable_compilation_cache()
   start = time.time()
+  out = sweep._OUT.value or "results/demo"
   grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value}")
-  print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {_OUT.value} "
+  print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {out} "
         "(finished runs are reused)", flush=True)
-  sweep.run_grid(grid, _OUT.value)
+  sweep.run_grid(grid, out, batch=sweep._BATCH.value)
 
-  runs = results.load_runs(_OUT.value)
+  runs = results.load_runs(out)
   table = sensitivity.sensitivity_table(runs)
-  out_dir = os.path.join(_OUT.value, "analysis")
-  written = figures.make_experiment_figures(_OUT.value, out_dir, runs=runs)
+  out_dir = os.path.join(out, "analysis")
+  written = figures.make_experiment_figures(out, out_dir, runs=runs)
   headline = figures.qk_layernorm_headline(runs, save_to=os.path.join(out_dir, "demo"))
   del headline
   print("\nLR sensitivity (PAPER.md §3; lower is more stable):")

@@ -36,6 +36,9 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "list the points and their cost; 
 _ONLY = flags.DEFINE_string("only", "", "run only points whose name matches this regex")
 _DEVICE = flags.DEFINE_string("device", "H100", "accelerator for --dry_run hour estimates")
 _MFU = flags.DEFINE_float("mfu", 0.4, "assumed model FLOP utilisation for --dry_run")
+_BATCH = flags.DEFINE_bool(
+    "batch", True, "train points that differ only in scalar optimizer hyper-parameters (LR, ε, "
+    "weight decay, ...) as one vmapped program (stability/batched.py)")
 _SET = flags.DEFINE_multi_string(
     "set", [], "extra override for every point, e.g. --set=train.steps=100")
 
@@ -162,47 +165,79 @@ def point_status(run_dir: epath.Path) -> str | None:
     return None
 
 
-def run_grid(grid: grid_lib.Grid, out: str, only: str = "") -> dict[str, int]:
+def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
+  """Points grouped by everything but their scalar optimizer hyper-parameters."""
+  if not batch:
+    return [[p] for p in points]
+  from stability import batched
+  groups: dict[str, list[grid_lib.Point]] = {}
+  for p in points:
+    groups.setdefault(batched.batchable_key(grid_lib.config_for(p, scale)), []).append(p)
+  return list(groups.values())
+
+
+def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = True) -> dict[str, int]:
   """Trains every unfinished point it can lock; returns counts by final status."""
-  from stability import train  # jax and friends: not needed for --dry_run
+  from stability import batched, train  # jax and friends: not needed for --dry_run
 
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
-  sweep_json = out_dir / "sweep.json"
-  sweep_json.write_text(json.dumps(grid.to_json(), indent=1))
+  (out_dir / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
   points = [p for p in grid.points if re.search(only, p.name)]
   counts: dict[str, int] = {}
   trained_s: list[float] = []
-  for i, point in enumerate(points):
-    run_dir = out_dir / point.name
-    status = point_status(run_dir)
-    if status in train.FINISHED:
-      counts[status] = counts.get(status, 0) + 1
-      continue
-    lock = PointLock(out_dir / ".locks", point.name)
-    if not lock.acquire():
-      logging.info("%s is being run by another runner; skipping", point.name)
-      counts["locked"] = counts.get("locked", 0) + 1
+  done_points = 0
+
+  def count(status: str, n: int = 1) -> None:
+    counts[status] = counts.get(status, 0) + n
+
+  for group in batch_groups(points, grid.scale, batch):
+    todo, locks = [], []
+    for point in group:
+      if point_status(out_dir / point.name) in train.FINISHED:
+        count(point_status(out_dir / point.name))
+        done_points += 1
+        continue
+      lock = PointLock(out_dir / ".locks", point.name)
+      if not lock.acquire():
+        logging.info("%s is being run by another runner; skipping", point.name)
+        count("locked")
+        done_points += 1
+        continue
+      if point_status(out_dir / point.name) in train.FINISHED:  # finished while we waited
+        lock.release()
+        count(point_status(out_dir / point.name))
+        done_points += 1
+        continue
+      todo.append(point)
+      locks.append(lock)
+    if not todo:
       continue
     start = time.time()
+    dirs = [os.fspath(out_dir / p.name) for p in todo]
+    configs = [grid_lib.config_for(p, grid.scale) for p in todo]
     try:
-      if point_status(run_dir) in train.FINISHED:  # finished while we were waiting for the lock
-        status = point_status(run_dir)
+      if len(todo) == 1:
+        statuses = [train.train_and_evaluate(configs[0], dirs[0])["status"]]
       else:
-        status = train.train_and_evaluate(grid_lib.config_for(point, grid.scale),
-                                          os.fspath(run_dir))["status"]
+        statuses = [s["status"] for s in batched.train_batched(configs, dirs)]
     except Exception as e:  # a failed point never stops the grid
-      logging.exception("point %s failed: %s", point.name, e)
-      status = "failed"
+      logging.exception("%s failed: %s", ", ".join(p.name for p in todo), e)
+      statuses = ["failed"] * len(todo)
     finally:
-      lock.release()
-    trained_s.append(time.time() - start)
-    counts[status] = counts.get(status, 0) + 1
-    left = len(points) - i - 1
+      for lock in locks:
+        lock.release()
+    trained_s.append((time.time() - start) / len(todo))
+    done_points += len(todo)
+    for point, status in zip(todo, statuses):
+      count(status)
+    left = len(points) - done_points
     eta = sum(trained_s) / len(trained_s) * left / 60
-    print(f"[sweep] {i + 1}/{len(points)} {point.name}: {status} in {trained_s[-1]:.0f}s; "
+    names = todo[0].name if len(todo) == 1 else f"{len(todo)} points batched ({todo[0].name}, ...)"
+    print(f"[sweep] {done_points}/{len(points)} {names}: "
+          f"{', '.join(sorted(set(statuses)))} in {time.time() - start:.0f}s; "
           f"ETA {eta:.1f} min for {left} more", flush=True)
-    if status == "preempted":
+    if "preempted" in statuses:
       break
   return counts
 
@@ -218,7 +253,9 @@ def main(argv):
     print(dry_run(grid, _DEVICE.value, _MFU.value))
     return
   out = _OUT.value or os.path.join("results", grid.experiment)
-  counts = run_grid(grid, out, _ONLY.value)
+  from stability import runtime
+  runtime.enable_compilation_cache()
+  counts = run_grid(grid, out, _ONLY.value, batch=_BATCH.value)
   print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
   sys.exit(1 if counts.get("failed") else 0)
 

@@ -7,7 +7,9 @@
 Per size: compile time, median step time over `--steps` timed steps after warm-up, tokens/s,
 MFU (FLOPs per token from `flops.py`, which counts attention, over the device's peak from the
 table there; on CPU the peak is a measured float32 matmul rate), peak device memory, and the
-ratio of JAX tokens/s to PyTorch eager and `torch.compile`. Both start from the same weights and
+ratio of JAX tokens/s to PyTorch eager and `torch.compile`. With `--members=K`, K runs at K
+learning rates trained as one vmapped program are timed too (ms/step and tokens/s per member;
+"jax ×" below 1 means the batched program is faster than K sequential steps). Both start from the same weights and
 their first-step losses are printed side by side, so the two programs are checked to compute the
 same thing before they are compared.
 """
@@ -36,6 +38,9 @@ _ATTENTION = flags.DEFINE_enum("attention_impl", "explicit", ["explicit", "fused
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "rematerialisation")
 _TORCH = flags.DEFINE_list("torch", ["eager", "compile"], "PyTorch references to time ('' = none)")
 _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
+_MEMBERS = flags.DEFINE_integer(
+    "members", 0, "also time K runs at K learning rates trained as one vmapped program "
+    "(stability/batched.py) against K sequential steps; 0 = skip")
 
 
 def bench_config(size: str, dtype: str):
@@ -88,6 +93,26 @@ def bench_jax(config, tokens_BxL1: np.ndarray) -> dict:
   compile_s, step_s = time_steps(step, _STEPS.value)
   return {"impl": "jax", "compile_s": compile_s, "step_s": step_s, "first_loss": first_loss,
           "mem_gib": peak_memory_gib(), "params": init_params}
+
+
+def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> dict:
+  from stability import batched
+  configs = []
+  for lr in np.geomspace(1e-3, 1e-1, k):
+    c = config.copy_and_resolve_references()
+    c.opt.peak_lr = float(lr)
+    configs.append(c)
+  run = batched.BatchedRun(configs, _VOCAB.value)
+  holder = {"state": run.init_state(0)}
+  batch = run.single.global_batch(tokens_BxL1)
+
+  def step():
+    holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
+    return metrics["train_loss"]
+
+  compile_s, step_s = time_steps(step, _STEPS.value)
+  return {"impl": f"jax ×{k} vmapped", "compile_s": compile_s, "step_s": step_s / k,
+          "first_loss": float("nan"), "mem_gib": peak_memory_gib()}
 
 
 def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> dict:
@@ -144,6 +169,8 @@ def main(argv):
     flops_per_token = flops.model_flops_per_token(config.model, _VOCAB.value)
     rows = [bench_jax(config, tokens)]
     params = rows[0].pop("params")
+    if _MEMBERS.value > 1:
+      rows.append(bench_batched(config, tokens, _MEMBERS.value))
     for mode in filter(None, _TORCH.value):
       try:
         rows.append(bench_torch(config, tokens, params, mode))

@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from stability import runtime
 from stability import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file[:arg]")
@@ -25,6 +26,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  runtime.enable_compilation_cache()
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({k: summary.get(k) for k in (
       "status", "steps", "init_eval_loss", "final_eval_loss", "diverged_at_step", "tokens_per_s",

@@ -153,16 +153,30 @@ class Run:
     self.abstract_state = checkpoint_lib.abstract_like(abstract, self.state_shardings)
 
     self._init = jax.jit(init, out_shardings=self.state_shardings)
-    step_kw = dict(model=self.model, optimizer=self.optimizer, z_loss_coef=config.loss.z_loss,
-                   grad_accum=config.train.grad_accum)
+    # Scalar hyper-parameters are arguments, not constants: every point of an LR sweep runs the
+    # same compiled program (and hits JAX's persistent compilation cache).
+    self.hypers = {n: np.float32(config.opt[n]) for n in optim.SCALAR_HYPERS}
+
+    def step_fn(state, batch, hypers, diagnose):
+      return step_lib.train_step(
+          state, batch, model=self.model, optimizer=self.optimizer_for(hypers),
+          z_loss_coef=config.loss.z_loss, grad_accum=config.train.grad_accum, diagnose=diagnose)
+
     jit_step = functools.partial(
-        jax.jit, in_shardings=(self.state_shardings, self.batch_sharding),
+        jax.jit, in_shardings=(self.state_shardings, self.batch_sharding, repl),
         out_shardings=(self.state_shardings, repl), donate_argnums=0)
-    self._train_step = jit_step(functools.partial(step_lib.train_step, diagnose=False, **step_kw))
-    self._diagnose_step = jit_step(functools.partial(step_lib.train_step, diagnose=True, **step_kw))
+    self._train_step = jit_step(functools.partial(step_fn, diagnose=False))
+    self._diagnose_step = jit_step(functools.partial(step_fn, diagnose=True))
     self._eval_step = jax.jit(functools.partial(step_lib.eval_step, model=self.model),
                               in_shardings=(self.param_shardings, self.batch_sharding),
                               out_shardings=repl)
+
+  def optimizer_for(self, hypers) -> optim.Optimizer:
+    """This config's optimizer with SCALAR_HYPERS taken from `hypers` (traced inside a step)."""
+    c = self.config
+    return optim.make_optimizer(
+        c.opt, total_steps=c.train.steps, parametrization_name=c.model.parametrization,
+        d_model=c.model.d_model, mup_base_width=c.model.mup_base_width, hypers=hypers)
 
   def context(self):
     """Mesh and logical-axis rules, needed while steps are traced."""
@@ -178,7 +192,7 @@ class Run:
 
   def train_step(self, state, batch, diagnose: bool):
     with self.context():
-      return (self._diagnose_step if diagnose else self._train_step)(state, batch)
+      return (self._diagnose_step if diagnose else self._train_step)(state, batch, self.hypers)
 
   def evaluate(self, params, eval_batches) -> float:
     with self.context():
@@ -259,6 +273,8 @@ def _train_loop(config, run: Run, files: results.RunFiles, workdir: str) -> dict
     logging.info("resumed %s from step %d", workdir, start)
   else:
     start, loop = 0, {}
+    # Rows of an earlier attempt that left no checkpoint (e.g. killed before its first save).
+    files.truncate(metrics_before=0, evals_through=-1)
     state = run.init_state(t.seed)
     loop["init_eval_loss"] = run.evaluate(state.params, eval_batches)
     files.append_eval({"step": 0, "eval_loss": loop["init_eval_loss"]})

@@ -108,7 +108,7 @@ def test_failed_point_does_not_stop_the_grid(tmp_path, monkeypatch):
     return summary
 
   monkeypatch.setattr(train, "train_and_evaluate", fake_train)
-  counts = sweep.run_grid(grid, str(tmp_path))
+  counts = sweep.run_grid(grid, str(tmp_path), batch=False)
   assert counts == {"failed": 1, "done": 2}
   assert len(calls) == 3
 

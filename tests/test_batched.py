@@ -1,0 +1,83 @@
+"""A batched LR sweep (one vmapped program) equals the separate runs, member by member."""
+
+import json
+import os
+
+import pytest
+
+from configs import base
+from stability import batched, train
+from stability.validation import ConfigError
+
+LRS = (1e-3, 3e-2, 1e4)  # the last one diverges
+
+
+def tiny(lr: float, tmp_cache: str, **kw):
+  c = base.get_config(f"size=d64-L2,lr={lr},data=synthetic")
+  c.data.synthetic_vocab_size = 259
+  c.model.seq_len = 16
+  c.model.dtype = "float32"
+  c.data.batch_size = 4
+  c.data.eval_batches = 2
+  c.data.cache_dir = tmp_cache
+  c.train.steps = 12
+  c.opt.warmup_steps = 2
+  c.train.log_every = 1
+  c.train.eval_every = 6
+  c.train.ckpt_every = 6
+  c.loss.z_loss = 0.0 if lr > 1 else 1e-4
+  for k, v in kw.items():
+    group, field = k.split(".")
+    c[group][field] = v
+  return c
+
+
+def rows(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return [json.loads(line) for line in f]
+
+
+def summary(workdir):
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)
+
+
+def test_batched_equals_separate_runs(tmp_path):
+  """float32; vmap batches the matmuls, so sums run in another order: rtol 1e-5 on the loss."""
+  cache = str(tmp_path / "cache")
+  configs = [tiny(lr, cache, **{"loss.z_loss": 1e-4}) for lr in LRS]
+  separate = [str(tmp_path / f"separate_{i}") for i in range(len(LRS))]
+  together = [str(tmp_path / "sweep" / f"member_{i}") for i in range(len(LRS))]
+  for c, w in zip(configs, separate):
+    train.train_and_evaluate(c, w)
+  summaries = batched.train_batched(configs, together)
+
+  for lr, s_dir, b_dir, b_summary in zip(LRS, separate, together, summaries):
+    s_rows, b_rows = rows(s_dir, "metrics.jsonl"), rows(b_dir, "metrics.jsonl")
+    assert [r["step"] for r in s_rows] == [r["step"] for r in b_rows], lr
+    for s, b in zip(s_rows, b_rows):
+      for key in ("train_loss", "grad_norm", "attn_logit_max/block_0", "update_rms"):
+        if s[key] == s[key]:  # not NaN
+          assert b[key] == pytest.approx(s[key], rel=1e-5, abs=1e-6), (lr, s["step"], key)
+    s_sum = summary(s_dir)
+    assert b_summary["status"] == s_sum["status"]
+    assert b_summary["diverged_at_step"] == s_sum["diverged_at_step"]
+    assert b_summary["init_eval_loss"] == pytest.approx(s_sum["init_eval_loss"], rel=1e-6)
+    if s_sum["status"] == "done":
+      assert b_summary["final_eval_loss"] == pytest.approx(s_sum["final_eval_loss"], rel=1e-5)
+      assert b_summary["batched_members"] == len(LRS)
+  statuses = [s["status"] for s in summaries]
+  assert statuses == ["done", "done", "diverged"], statuses  # a diverged member harms no other
+
+
+def test_batched_rerun_is_a_no_op_and_members_must_be_batchable(tmp_path):
+  cache = str(tmp_path / "cache")
+  configs = [tiny(lr, cache) for lr in LRS[:2]]
+  dirs = [str(tmp_path / f"m{i}") for i in range(2)]
+  first = batched.train_batched(configs, dirs)
+  mtimes = [os.path.getmtime(os.path.join(d, "summary.json")) for d in dirs]
+  assert batched.train_batched(configs, dirs) == first
+  assert mtimes == [os.path.getmtime(os.path.join(d, "summary.json")) for d in dirs]
+  other = tiny(1e-3, cache, **{"model.qk_layernorm": "off"})
+  with pytest.raises(ConfigError, match="differ only in"):
+    batched.train_batched([configs[0], other], [str(tmp_path / "x"), str(tmp_path / "y")])
