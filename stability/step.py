@@ -53,7 +53,9 @@ def _loss_and_grads(params, tokens_BxL1, grad_accum: int, **forward_kw):
     (_, (ce, z_loss, stats)), grads = grad_fn(params, tokens_BxL1)
     return ce, z_loss, stats, grads
 
-  micro_AxBxL1 = tokens_BxL1.reshape(grad_accum, -1, tokens_BxL1.shape[-1])
+  # Strided microbatches (rows i, i+A, i+2A, ...): each one stays spread over every data-parallel
+  # device; contiguous slices would sit on a few devices and be gathered.
+  micro_AxBxL1 = tokens_BxL1.reshape(-1, grad_accum, tokens_BxL1.shape[-1]).swapaxes(0, 1)
 
   def accumulate(grad_sum, micro_BxL1):
     (_, (ce, z_loss, stats)), grads = grad_fn(params, micro_BxL1)
