@@ -81,3 +81,20 @@ def test_batched_rerun_is_a_no_op_and_members_must_be_batchable(tmp_path):
   other = tiny(1e-3, cache, **{"model.qk_layernorm": "off"})
   with pytest.raises(ConfigError, match="differ only in"):
     batched.train_batched([configs[0], other], [str(tmp_path / "x"), str(tmp_path / "y")])
+
+
+def test_sweep_runner_batches_lr_points(tmp_path):
+  from configs import fig1_qk_layernorm
+  from launch import sweep
+  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2")
+  tiny_overrides = {"train.steps": 4, "opt.warmup_steps": 1, "train.log_every": 1,
+                    "train.eval_every": 4, "train.ckpt_every": 4, "data.eval_batches": 1,
+                    "data.batch_size": 4, "model.seq_len": 16, "data.source": "synthetic",
+                    "data.synthetic_vocab_size": 259}
+  grid = sweep.with_extra_overrides(grid, tiny_overrides)
+  counts = sweep.run_grid(grid, str(tmp_path), only=r"lr1e-0[23]_qkln-on", batch=True)
+  assert counts == {"done": 2}
+  for name in ("d64-L2_lr1e-02_qkln-on", "d64-L2_lr1e-03_qkln-on"):
+    s = summary(tmp_path / name)
+    assert (s["status"], s["batched_members"], s["steps"]) == ("done", 2, 4)
+    assert [r["step"] for r in rows(tmp_path / name, "metrics.jsonl")] == [0, 1, 2, 3]
