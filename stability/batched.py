@@ -160,7 +160,7 @@ def train_batched(configs, workdirs) -> list[dict]:
   if all(p and p.get("status") in train.FINISHED for p in previous):
     return previous
 
-  vocab_size = cfg.model.vocab_size or data_lib.vocab_size(cfg.data)
+  vocab_size = train.resolve_vocab_size(cfg)
   run = BatchedRun(configs, vocab_size)
   is_writer = jax.process_index() == 0
   members = [_Member(i, c, w, is_writer) for i, (c, w) in enumerate(zip(configs, workdirs))]

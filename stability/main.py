@@ -14,10 +14,15 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from configs import base
 from stability import runtime
 from stability import train
+from stability import validation
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file[:arg]")
+# Unknown fields are let through here so that validation can name the known ones.
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "ml-collections config file[:arg]", lock_config=False,
+    accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where the run's result folder goes")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -27,6 +32,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   runtime.enable_compilation_cache()
+  validation.check_known_fields(_CONFIG.value, base.get_config())
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({k: summary.get(k) for k in (
       "status", "steps", "init_eval_loss", "final_eval_loss", "diverged_at_step", "tokens_per_s",

@@ -220,6 +220,17 @@ def _host_metrics(metrics) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def resolve_vocab_size(config) -> int:
+  """model.vocab_size, or the data's when 0; never smaller than the data's ids need."""
+  data_vocab = data_lib.vocab_size(config.data)
+  if 0 < config.model.vocab_size < data_vocab:
+    raise validation.ConfigError(
+        f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
+        f"{data_vocab} token ids of data.source={config.data.source!r}: set it to 0 (take the "
+        f"data's) or to at least {data_vocab}")
+  return config.model.vocab_size or data_vocab
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains one config into `workdir`; returns its summary. Never raises for a divergence."""
   logs.quiet_libraries()
@@ -238,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logging.info("%s already finished (%s); nothing to do", workdir, previous["status"])
       return previous
 
-  vocab_size = config.model.vocab_size or data_lib.vocab_size(config.data)
+  vocab_size = resolve_vocab_size(config)
   run = Run(config, vocab_size)  # everything that can fail on a bad config fails here
   files = results.RunFiles(workdir, writer=is_writer)
   files.write_config(config_dict)
