@@ -190,12 +190,14 @@ def with_metric(runs: pd.DataFrame, metric: str, *, last_steps: int | None = 500
                 at_step: int | None = None, column: str | None = None) -> pd.DataFrame:
   """`runs` plus a column of `metric` per run: its final-window mean, or its value `at_step`.
 
-  With `at_step` the column `<column>_step` holds the logged step actually used.
+  With `at_step` the column `<column>_step` holds the logged step actually used. Corrupt lines
+  are skipped and added to `attrs["problems"]`.
   """
   column = column or metric
   values, steps = [], []
+  problems = Problems()
   for run_dir in runs["run_dir"]:
-    metrics = load_metrics(run_dir, columns=[metric])
+    metrics = load_metrics(run_dir, columns=[metric], problems=problems)
     if at_step is not None:
       value, used = value_at_step(metrics, metric, at_step)
       steps.append(used)
@@ -206,6 +208,7 @@ def with_metric(runs: pd.DataFrame, metric: str, *, last_steps: int | None = 500
   out[column] = values
   if at_step is not None:
     out[f"{column}_step"] = steps
+  out.attrs["problems"] = [*runs.attrs.get("problems", []), *problems.items]
   return out
 
 

@@ -109,59 +109,102 @@ def _tokens_vocab(data_cfg) -> tuple[int, int]:
 
 
 def validate(data_cfg, seq_len: int, *, process_count: int = 1) -> None:
-  """Cheap checks of the data config before anything compiles; raises DataError."""
+  """Cheap checks of the data config before anything compiles, the held-out split included;
+  raises DataError."""
+  _validate(data_cfg, seq_len, process_count, with_eval=True)
+
+
+def _validate(data_cfg, seq_len: int, process_count: int, with_eval: bool) -> None:
   source = _source(data_cfg)
   _check_positive("model.seq_len", seq_len)
   _check_positive("data.batch_size", data_cfg.batch_size)
-  if data_cfg.eval_batches < 0 or data_cfg.eval_batch_size < 0:
-    raise DataError("data.eval_batches and data.eval_batch_size must be >= 0")
-  if not 0 <= data_cfg.eval_fraction < 1:
-    raise DataError(f"data.eval_fraction={data_cfg.eval_fraction} must be in [0, 1)")
+  for name in ("seed", "eval_batches", "eval_batch_size"):
+    value = data_cfg[name]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+      raise DataError(f"data.{name}={value!r} must be an integer >= 0")
+  fraction = data_cfg.eval_fraction
+  if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+    raise DataError(f"data.eval_fraction={fraction!r} must be a number in [0, 1)")
   data_common.host_rows(data_cfg.batch_size, 0, process_count)
   data_common.host_rows(_eval_batch_size(data_cfg), 0, process_count, "data.eval_batch_size")
-  _VALIDATORS[source](data_cfg, seq_len)
+  _VALIDATORS[source](data_cfg, seq_len, with_eval)
 
 
 def _check_positive(name: str, value: int) -> None:
-  if not isinstance(value, (int, np.integer)) or value < 1:
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
     raise DataError(f"{name}={value!r} must be a positive integer")
 
 
-def _validate_c4(data_cfg, seq_len: int) -> None:
-  del seq_len
+def _validate_c4(data_cfg, seq_len: int, with_eval: bool) -> None:
+  del seq_len, with_eval
   _sentencepiece_info(data_cfg)
   data_seqio.check_tfds_prepared(data_cfg.tfds_name, data_cfg.tfds_data_dir)
 
 
-def _validate_text(data_cfg, seq_len: int) -> None:
-  del seq_len
+def _validate_text(data_cfg, seq_len: int, with_eval: bool) -> None:
+  del seq_len, with_eval
   if data_cfg.doc_per not in ("line", "file"):
     raise DataError(f"data.doc_per={data_cfg.doc_per!r}; allowed: line, file")
   text_vocab = data_cfg.get("text_vocab", "bytes")
   if text_vocab not in ("bytes", "sentencepiece"):
     raise DataError(f"data.text_vocab={text_vocab!r}; allowed: bytes, sentencepiece")
-  data_seqio.text_files(data_cfg.paths)
+  files = data_seqio.text_files(data_cfg.paths)
   if text_vocab == "sentencepiece":
     _sentencepiece_info(data_cfg)
+  if not any(_has_text(path) for path in files):
+    raise DataError(f"the text corpus is empty: the {len(files)} file(s) matched by "
+                    f"data.paths={data_cfg.paths!r} hold only blank lines; fix --config.data.paths")
 
 
-def _validate_embedded(data_cfg, seq_len: int) -> None:
-  del seq_len
+def _has_text(path: str, chunk: int = 1 << 16) -> bool:
+  """Whether a file holds anything but whitespace (and a UTF-8 BOM); reads only until it does."""
+  with open(path, "rb") as f:
+    while block := f.read(chunk):
+      if block.replace(b"\xef\xbb\xbf", b"").strip():
+        return True
+  return False
+
+
+def _validate_embedded(data_cfg, seq_len: int, with_eval: bool) -> None:
+  del seq_len, with_eval
   data_common.cache_dir(data_cfg.cache_dir)
 
 
-def _validate_tokens(data_cfg, seq_len: int) -> None:
+def _validate_tokens(data_cfg, seq_len: int, with_eval: bool) -> None:
   if not data_cfg.tokens_path:
     raise DataError("data.source=tokens needs --config.data.tokens_path=<.npy or .bin file>; "
                     "write one with `python -m stability.tokenize`")
-  _rows(data_common.load_tokens(data_cfg.tokens_path, data_cfg.tokens_dtype), seq_len + 1,
-        data_cfg.tokens_path)
+  row_len = seq_len + 1
+  num_rows = len(_rows(data_common.load_tokens(data_cfg.tokens_path, data_cfg.tokens_dtype),
+                       row_len, data_cfg.tokens_path))
   if data_cfg.get("eval_tokens_path", ""):
-    data_common.load_tokens(data_cfg.eval_tokens_path, data_cfg.tokens_dtype)
+    eval_rows = len(data_common.load_tokens(data_cfg.eval_tokens_path,
+                                            data_cfg.tokens_dtype)) // row_len
+  else:
+    eval_rows = num_rows - _tokens_train_rows(data_cfg, num_rows, row_len)
+  eval_batch_size = _eval_batch_size(data_cfg)
+  if with_eval and data_cfg.eval_batches and eval_rows < eval_batch_size:
+    raise DataError(_too_few_eval_rows(data_cfg, eval_batch_size, seq_len))
 
 
-def _validate_synthetic(data_cfg, seq_len: int) -> None:
-  del seq_len
+def _tokens_train_rows(data_cfg, num_rows: int, row_len: int) -> int:
+  """Rows of a token file left to train on after holding out its last eval_fraction."""
+  num_eval = int(np.ceil(num_rows * data_cfg.eval_fraction))
+  if num_eval >= num_rows:
+    raise DataError(f"{data_cfg.tokens_path} has {num_rows} rows of {row_len}; holding out "
+                    f"{num_eval} for eval leaves none to train on; lower data.eval_fraction or "
+                    "set data.eval_tokens_path")
+  return num_rows - num_eval
+
+
+def _too_few_eval_rows(data_cfg, batch_size: int, seq_len: int) -> str:
+  return (f"the held-out split of data.source={data_cfg.source} has fewer than one eval batch of "
+          f"{batch_size} rows of {seq_len + 1} tokens; lower --config.data.eval_batch_size, or "
+          "hold out more data (data.eval_fraction, or data.eval_tokens_path for tokens)")
+
+
+def _validate_synthetic(data_cfg, seq_len: int, with_eval: bool) -> None:
+  del seq_len, with_eval
   if data_cfg.synthetic_vocab_size < 2:
     raise DataError(f"data.synthetic_vocab_size={data_cfg.synthetic_vocab_size} must be >= 2")
 
@@ -332,12 +375,7 @@ def _token_file_rows(data_cfg, row_len: int) -> dict[str, Callable[[], np.ndarra
   if eval_path:
     return {"train": lambda: all_RxL1, "validation": lambda: _rows(
         data_common.load_tokens(eval_path, data_cfg.tokens_dtype), row_len, "", min_rows=0)}
-  num_eval = int(np.ceil(len(all_RxL1) * data_cfg.eval_fraction))
-  if num_eval >= len(all_RxL1):
-    raise DataError(f"{data_cfg.tokens_path} has {len(all_RxL1)} rows of {row_len}; holding out "
-                    f"{num_eval} for eval leaves none to train on; lower data.eval_fraction or "
-                    "set data.eval_tokens_path")
-  num_train = len(all_RxL1) - num_eval
+  num_train = _tokens_train_rows(data_cfg, len(all_RxL1), row_len)
   return {"train": lambda: all_RxL1[:num_train], "validation": lambda: all_RxL1[num_train:]}
 
 
@@ -347,7 +385,7 @@ def _token_file_rows(data_cfg, row_len: int) -> dict[str, Callable[[], np.ndarra
 def make_train_iterator(data_cfg, seq_len: int, *, process_index: int = 0,
                         process_count: int = 1) -> BatchIterator:
   """This host's infinite stream of training batches, int32 [B / P, seq_len + 1]."""
-  validate(data_cfg, seq_len, process_count=process_count)
+  _validate(data_cfg, seq_len, process_count, with_eval=False)
   batch_size, seed, row_len = data_cfg.batch_size, int(data_cfg.seed), seq_len + 1
   host = data_common.host_rows(batch_size, process_index, process_count)
   info = {"source": data_cfg.source, "seed": seed, "batch_size": batch_size, "row_len": row_len}
@@ -398,10 +436,7 @@ def _eval_global_batches(data_cfg, seq_len: int, batch_size: int) -> list[np.nda
     batches = [np.asarray(rows_RxL1[i * batch_size:(i + 1) * batch_size], np.int32)
                for i in range(num)]
   if not batches:
-    raise DataError(
-        f"the held-out split of data.source={data_cfg.source} has fewer than one eval batch of "
-        f"{batch_size} rows of {seq_len + 1} tokens; lower --config.data.eval_batch_size, or "
-        "hold out more data (data.eval_fraction, or data.eval_tokens_path for tokens)")
+    raise DataError(_too_few_eval_rows(data_cfg, batch_size, seq_len))
   return batches
 
 

@@ -167,16 +167,19 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
     np.save(f, array, allow_pickle=False)
 
 
+_TOKENS_FIX = ("write one with `python -m stability.tokenize --output=...` or fix "
+               "--config.data.tokens_path")
+
+
 def load_tokens(path: str, raw_dtype: str = "uint16") -> np.ndarray:
   """A flat token file as a read-only memmap: `.npy`, or raw ids of `raw_dtype`."""
   if not os.path.isfile(path):
-    raise DataError(f"token file {path} does not exist; write one with `python -m "
-                    "stability.tokenize --output=...` or fix --config.data.tokens_path")
+    raise DataError(f"token file {path} does not exist; {_TOKENS_FIX}")
   if path.endswith(".npy"):
     try:
       tokens_N = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
-      raise DataError(f"{path} is not a readable .npy file ({e})") from e
+      raise DataError(f"{path} is not a readable .npy file ({e}); {_TOKENS_FIX}") from e
   else:
     try:
       dtype = np.dtype(raw_dtype)
@@ -184,16 +187,16 @@ def load_tokens(path: str, raw_dtype: str = "uint16") -> np.ndarray:
       raise DataError(f"data.tokens_dtype={raw_dtype!r} is not a numpy dtype; use uint16 "
                       "or uint32") from e
     if os.path.getsize(path) == 0:
-      raise DataError(f"token file {path} is empty")
+      raise DataError(f"token file {path} is empty; {_TOKENS_FIX}")
     if os.path.getsize(path) % dtype.itemsize:
       raise DataError(f"{path} has {os.path.getsize(path)} bytes, not a multiple of "
                       f"{dtype.itemsize} ({dtype}); is --config.data.tokens_dtype right?")
     tokens_N = np.memmap(path, dtype=dtype, mode="r")
   if tokens_N.ndim != 1 or tokens_N.dtype.kind not in "iu":
-    raise DataError(f"{path} holds {tokens_N.dtype} of shape {tokens_N.shape}; "
-                    "expected a flat (1-D) array of integer token ids")
+    raise DataError(f"{path} holds {tokens_N.dtype} of shape {tokens_N.shape}, not a flat (1-D) "
+                    f"array of integer token ids; {_TOKENS_FIX}")
   if not len(tokens_N):
-    raise DataError(f"token file {path} is empty")
+    raise DataError(f"token file {path} is empty; {_TOKENS_FIX}")
   return tokens_N
 
 

@@ -6,13 +6,19 @@ contract that `analysis/` reads.
 Only process 0 writes. Files that are rewritten are written atomically (tmp + rename).
 """
 
+import errno
 import json
 import math
+import os
 from typing import Any
 
 from etils import epath
 
 STATUSES = ("running", "done", "diverged", "preempted", "failed")
+
+
+class WorkdirError(OSError):
+  """The run folder cannot be created or written; the message names it."""
 
 
 def _json_value(x):
@@ -49,7 +55,24 @@ class RunFiles:
     self.dir = epath.Path(workdir)
     self.writer = writer
     if writer:
+      self._make_writable()
+
+  def _make_writable(self) -> None:
+    """Creates the run folder and writes a probe file: a bad --workdir fails here, clearly."""
+    probe = self.dir / f".write-probe-{os.getpid()}"
+    try:
       self.dir.mkdir(parents=True, exist_ok=True)
+      probe.write_text("")
+      probe.unlink()
+    except OSError as e:
+      reason = e.strerror or str(e)
+      if e.errno == errno.ENOTDIR:
+        reason = "a folder on its path is a file"
+      elif e.errno == errno.EEXIST and not self.dir.is_dir():
+        reason = "it is a file, not a folder"
+      raise WorkdirError(
+          e.errno, f"cannot write the run folder {self.dir} ({reason}); pass a --workdir in a "
+          "writable place with free space") from e
 
   @property
   def config_path(self):

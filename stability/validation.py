@@ -13,6 +13,14 @@ class ConfigError(ValueError):
   """A config value that cannot work. The message names the field and what is allowed."""
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _require(ok: bool, field: str, value, expected: str) -> None:
   if not ok:
     raise ConfigError(f"config.{field}={value!r} is invalid: expected {expected}")
@@ -25,8 +33,7 @@ def _one_of(cfg, group: str, name: str, allowed) -> None:
 
 def _positive(cfg, group: str, name: str, *, allow_zero: bool = False) -> None:
   value = cfg[group][name]
-  ok = isinstance(value, (int, float)) and math.isfinite(value) and (
-      value >= 0 if allow_zero else value > 0)
+  ok = _is_number(value) and (value >= 0 if allow_zero else value > 0)
   _require(ok, f"{group}.{name}", value, "a number >= 0" if allow_zero else "a number > 0")
 
 
@@ -45,18 +52,20 @@ def check_known_fields(cfg, reference) -> None:
 
 
 def validate(cfg) -> None:
-  """Raises ConfigError for the first impossible value in a run config."""
+  """Raises ConfigError for the first impossible value (or unknown field) in a run config."""
+  from configs import base  # the schema; configs import stability, so not at module level
+  check_known_fields(cfg, base.get_config())
   m, o, t = cfg.model, cfg.opt, cfg.train
   for name in ("d_model", "num_heads", "mlp_ratio", "seq_len", "mup_base_width"):
-    _require(isinstance(m[name], int) and m[name] > 0, f"model.{name}", m[name], "an integer > 0")
-  _require(isinstance(m.num_layers, int) and m.num_layers >= 0, "model.num_layers",
+    _require(_is_int(m[name]) and m[name] > 0, f"model.{name}", m[name], "an integer > 0")
+  _require(_is_int(m.num_layers) and m.num_layers >= 0, "model.num_layers",
            m.num_layers, "an integer >= 0 (0 is the bigram model)")
   _require(m.d_model % m.num_heads == 0, "model.num_heads", m.num_heads,
            f"a divisor of model.d_model={m.d_model}")
   _require((m.d_model // m.num_heads) % 2 == 0, "model.num_heads", m.num_heads,
            f"heads whose dim d_model/num_heads is even (RoPE rotates pairs); "
            f"got head dim {m.d_model / m.num_heads:g}")
-  _require(isinstance(m.vocab_size, int) and m.vocab_size >= 0, "model.vocab_size",
+  _require(_is_int(m.vocab_size) and m.vocab_size >= 0, "model.vocab_size",
            m.vocab_size, "0 (take it from the data) or the vocabulary size")
   _one_of(cfg, "model", "qk_layernorm", model_lib.QK_LAYERNORMS)
   _one_of(cfg, "model", "attention", model_lib.ATTENTIONS)
@@ -72,7 +81,8 @@ def validate(cfg) -> None:
   _positive(cfg, "opt", "min_lr", allow_zero=True)
   _require(o.min_lr <= o.peak_lr, "opt.min_lr", o.min_lr, f"<= opt.peak_lr={o.peak_lr}")
   for name in ("b1", "b2"):
-    _require(0 <= o[name] < 1, f"opt.{name}", o[name], "a number in [0, 1)")
+    _require(_is_number(o[name]) and 0 <= o[name] < 1, f"opt.{name}", o[name],
+             "a number in [0, 1)")
   for name in ("eps", "clip_norm", "weight_decay"):
     _positive(cfg, "opt", name, allow_zero=True)
   _one_of(cfg, "opt", "weight_decay_mode", optim.WEIGHT_DECAY_MODES)
@@ -82,21 +92,22 @@ def validate(cfg) -> None:
 
   for name in ("steps", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "grad_accum",
                "divergence_patience"):
-    _require(isinstance(t[name], int) and t[name] > 0, f"train.{name}", t[name], "an integer > 0")
-  _require(isinstance(o.warmup_steps, int) and 0 <= o.warmup_steps < t.steps, "opt.warmup_steps",
+    _require(_is_int(t[name]) and t[name] > 0, f"train.{name}", t[name], "an integer > 0")
+  _require(_is_int(t.seed), "train.seed", t.seed, "an integer")
+  _require(_is_int(o.warmup_steps) and 0 <= o.warmup_steps < t.steps, "opt.warmup_steps",
            o.warmup_steps, f"an integer in [0, train.steps={t.steps})")
   _positive(cfg, "train", "divergence_margin", allow_zero=True)
 
   d = cfg.data
   _one_of(cfg, "data", "source", DATA_SOURCES)
-  _require(isinstance(d.batch_size, int) and d.batch_size > 0, "data.batch_size", d.batch_size,
+  _require(_is_int(d.batch_size) and d.batch_size > 0, "data.batch_size", d.batch_size,
            "an integer > 0 (global batch, in sequences)")
   _require(d.batch_size % t.grad_accum == 0, "train.grad_accum", t.grad_accum,
            f"a divisor of data.batch_size={d.batch_size}")
-  _require(isinstance(d.eval_batches, int) and d.eval_batches > 0, "data.eval_batches",
+  _require(_is_int(d.eval_batches) and d.eval_batches > 0, "data.eval_batches",
            d.eval_batches, "an integer > 0")
 
   sizes = [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor]
-  _require(all(isinstance(s, int) and (s > 0 or s == -1) for s in sizes) and sizes.count(-1) <= 1,
+  _require(all(_is_int(s) and (s > 0 or s == -1) for s in sizes) and sizes.count(-1) <= 1,
            "mesh", dict(data=sizes[0], fsdp=sizes[1], tensor=sizes[2]),
            "positive sizes for data, fsdp and tensor, at most one of them -1 (fill)")
