@@ -407,6 +407,8 @@ def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
       label = f"{arm} {row['size']}"
       ax_logit.plot(m["step"], m["attn_logit_max/block_0"], color=colors[arm], label=label)
       ax_loss.plot(m["step"], m["train_loss"], color=colors[arm], label=label)
+  if not ax_logit.lines:
+    raise ValueError(f"no run at LR {lr:g} logged attn_logit_max/block_0 and train_loss")
   ax_lr.axhline(init_loss, color="0.5", ls="--", lw=1, label="ℓ0 (init)")
   ax_lr.axvline(lr, color="0.7", ls=":", lw=1)
   ax_lr.set(xscale="log", xlabel="peak learning rate", ylabel="final eval loss",

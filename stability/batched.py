@@ -38,6 +38,7 @@ def batchable_key(config) -> str:
   d = train._jsonable_config(config)
   for name in optim.SCALAR_HYPERS:
     d["opt"].pop(name, None)
+  d["opt"]["clipped"] = config.opt.clip_norm > 0  # clipping on or off changes the program
   return str(sorted((g, sorted(v.items()) if isinstance(v, dict) else v) for g, v in d.items()))
 
 

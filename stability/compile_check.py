@@ -32,16 +32,22 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file[:arg]")
-_TOPOLOGY = flags.DEFINE_string(
-    "topology", None, "target: v4-32, v5e-8 (= v5litepod-8), v5p-64, v6e-16, 8xH100, A100-80, ...")
-_BACKEND = flags.DEFINE_enum(
-    "backend", "auto", ["auto", "tpu", "cpu"],
-    "tpu: libtpu's compiler for the TPU topology; cpu: simulated CPU devices; auto: tpu if it can")
-_DIAGNOSE = flags.DEFINE_bool(
-    "diagnose", False, "compile the diagnostics step (log steps) instead of the plain train step")
-_REPORT = flags.DEFINE_string("report", "", "also write the numbers as JSON to this path")
-flags.mark_flags_as_required(["config", "topology"])
+
+def define_flags() -> None:
+  """The command-line flags, defined only when this runs as a program: importing the module
+  (tests, other tools) defines none, so it never clashes with another tool's `--config`."""
+  global _CONFIG, _TOPOLOGY, _BACKEND, _DIAGNOSE, _REPORT
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file[:arg]")
+  _TOPOLOGY = flags.DEFINE_string(
+      "topology", None, "target: v4-32, v5e-8 (= v5litepod-8), v5p-64, v6e-16, 8xH100, A100-80, ...")
+  _BACKEND = flags.DEFINE_enum(
+      "backend", "auto", ["auto", "tpu", "cpu"],
+      "tpu: libtpu's compiler for the TPU topology; cpu: simulated CPU devices; auto: tpu if it can")
+  _DIAGNOSE = flags.DEFINE_bool(
+      "diagnose", False, "compile the diagnostics step (log steps) instead of the plain train step")
+  _REPORT = flags.DEFINE_string("report", "", "also write the numbers as JSON to this path")
+  flags.mark_flags_as_required(["config", "topology"])
+
 
 GiB = 2**30
 _CHILD_ENV = "STABILITY_COMPILE_CHECK_DEVICES"
@@ -375,4 +381,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -82,9 +82,10 @@ def make_optimizer(opt_cfg, *, total_steps: int, parametrization_name: str = "st
   apply = [scale_by_multipliers(multiplier_of)]
   if opt_cfg.lr_scale == "param_rms":
     apply.append(parametrization.scale_by_param_rms())
-  if opt_cfg.weight_decay > 0 or "weight_decay" in (hypers or {}):
-    apply.append(optax.add_decayed_weights(
-        decay_coef, mask=lambda p: parametrization.decay_mask(p, opt_cfg.decay_mask)))
+  # Always in the chain (λ = 0 adds exactly 0): the state layout must not depend on the values,
+  # which may differ between the members of a batched sweep.
+  apply.append(optax.add_decayed_weights(
+      decay_coef, mask=lambda p: parametrization.decay_mask(p, opt_cfg.decay_mask)))
   apply.append(optax.scale_by_learning_rate(schedule))
 
   return Optimizer(

@@ -29,10 +29,16 @@ from stability import data_seqio
 from stability import embedded_corpus
 from stability.data_common import DataError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file.")
-_OUTPUT = flags.DEFINE_string("output", None, "Token file to write (.npy or .bin).")
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "validation"], "Split to tokenize.")
-_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 0, "Stop after this many ids; 0 = all.")
+
+def define_flags() -> None:
+  """The command-line flags, defined only when this runs as a program: importing the module
+  (tests, other tools) defines none, so it never clashes with another tool's `--config`."""
+  global _CONFIG, _OUTPUT, _SPLIT, _MAX_TOKENS
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "ml-collections config file.")
+  _OUTPUT = flags.DEFINE_string("output", None, "Token file to write (.npy or .bin).")
+  _SPLIT = flags.DEFINE_enum("split", "train", ["train", "validation"], "Split to tokenize.")
+  _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 0, "Stop after this many ids; 0 = all.")
+
 
 _CHUNK = 1 << 20
 
@@ -121,4 +127,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
