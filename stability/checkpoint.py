@@ -9,6 +9,7 @@ never restarted from scratch when a checkpoint exists. A save that fails (a full
 
 import contextlib
 import logging
+import os
 
 import jax
 import orbax.checkpoint as ocp
@@ -22,7 +23,8 @@ class CheckpointSaveError(OSError):
 class Checkpointer:
 
   def __init__(self, directory, *, keep: int = 2, async_save: bool = True):
-    self.directory = epath.Path(directory)
+    # orbax wants absolute paths; a relative local workdir (results/demo/...) is made absolute.
+    self.directory = epath.Path(directory if "://" in str(directory) else os.path.abspath(directory))
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
