@@ -15,6 +15,7 @@ multipliers:
 """
 
 import jax
+import jax.numpy as jnp
 import optax
 
 LINEAR_LAYERS = ("wq", "wk", "wv", "wo", "wi", "head")
@@ -52,7 +53,6 @@ def decay_mask(params, which: str):
 
 def scale_by_param_rms(min_scale: float = 1e-3) -> optax.GradientTransformation:
   """Adafactor-style relative step (Fig E.14): update × max(RMS(p), min_scale), per tensor."""
-  import jax.numpy as jnp
 
   def update_fn(updates, state, params):
     scaled = jax.tree_util.tree_map(

@@ -8,7 +8,6 @@ Only process 0 writes. Files that are rewritten are written atomically (tmp + re
 
 import errno
 import json
-import math
 import os
 from typing import Any
 
@@ -22,11 +21,8 @@ class WorkdirError(OSError):
 
 
 def _json_value(x):
-  if isinstance(x, float) and not math.isfinite(x):
-    return x  # json writes NaN / Infinity; analysis reads them back
-  if hasattr(x, "item"):
-    return x.item()
-  return x
+  """numpy / JAX scalars -> Python; NaN and Infinity stay (json writes them, analysis reads them)."""
+  return x.item() if hasattr(x, "item") else x
 
 
 def write_json_atomic(path: epath.Path, obj: Any) -> None:

@@ -5,6 +5,7 @@ returns its summary, an interrupted one resumes from its newest readable checkpo
 workdir that holds a different config is refused.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,7 +15,6 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -178,10 +178,11 @@ class Run:
         c.opt, total_steps=c.train.steps, parametrization_name=c.model.parametrization,
         d_model=c.model.d_model, mup_base_width=c.model.mup_base_width, hypers=hypers)
 
+  @contextlib.contextmanager
   def context(self):
     """Mesh and logical-axis rules, needed while steps are traced."""
-    stack = _Stack(self.mesh, nn.logical_axis_rules(self.rules))
-    return stack
+    with self.mesh, nn.logical_axis_rules(self.rules):
+      yield
 
   def init_state(self, seed: int) -> step_lib.TrainState:
     with self.context():
@@ -198,22 +199,6 @@ class Run:
     with self.context():
       losses = [self._eval_step(params, b) for b in eval_batches]
     return float(np.mean(jax.device_get(losses)))
-
-
-class _Stack:
-  """Enters several context managers in order (mesh, then logical-axis rules)."""
-
-  def __init__(self, *managers):
-    self.managers = managers
-
-  def __enter__(self):
-    for m in self.managers:
-      m.__enter__()
-    return self
-
-  def __exit__(self, *exc):
-    for m in reversed(self.managers):
-      m.__exit__(*exc)
 
 
 def _host_metrics(metrics) -> dict[str, float]:
@@ -366,8 +351,8 @@ def _train_loop(config, run: Run, files: results.RunFiles, workdir: str) -> dict
     status = "done"
   final_loss = None
   if status in ("done", "diverged"):
-    params_finite = bool(np.isfinite(float(jax.device_get(
-        jax.jit(lambda p: optax.global_norm(p))(state.params)))))
+    # The step already tracks the first step whose loss, gradients or params were not finite.
+    params_finite = int(state.first_nonfinite) < 0
     final_loss = run.evaluate(state.params, eval_batches) if params_finite else float("nan")
     files.append_eval({"step": step, "eval_loss": final_loss})
   if status == "done" and (step % t.ckpt_every != 0):
@@ -419,16 +404,13 @@ class _Throughput:
       self.start_step, self.start_time = step + 1, time.time()
     self.last_step = step
 
+  @contextlib.contextmanager
   def paused(self):
-    timer = self
-
-    class _Pause:
-      def __enter__(self):
-        self.t = time.time()
-
-      def __exit__(self, *exc):
-        timer.paused_s += time.time() - self.t
-    return _Pause()
+    start = time.time()
+    try:
+      yield
+    finally:
+      self.paused_s += time.time() - start
 
   def steps_per_s(self) -> float | None:
     if self.start_step is None or self.last_step is None or self.last_step < self.start_step:
