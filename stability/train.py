@@ -351,8 +351,8 @@ def _train_loop(config, run: Run, files: results.RunFiles, workdir: str) -> dict
     status = "done"
   final_loss = None
   if status in ("done", "diverged"):
-    # The step already tracks the first step whose loss, gradients or params were not finite.
-    params_finite = int(state.first_nonfinite) < 0
+    # Not `first_nonfinite`: a loss or gradient can go non-finite while the params stay finite.
+    params_finite = bool(np.isfinite(float(jax.device_get(optax.global_norm(state.params)))))
     final_loss = run.evaluate(state.params, eval_batches) if params_finite else float("nan")
     files.append_eval({"step": step, "eval_loss": final_loss})
   if status == "done" and (step % t.ckpt_every != 0):
