@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       seq_len=512,
       qk_layernorm="per_head",  # per_head | full_width | off
       attention="softmax",      # softmax | squared_relu | forced
-      attention_impl="explicit",  # explicit (einsum) | fused (jax.nn.dot_product_attention)
+      attention_impl="explicit",  # explicit (einsum) | fused (cuDNN flash attention on GPU, else XLA)
       forced_kappa=1.0,          # RMS² of q and k when attention == "forced" (Fig 10)
       rope_base=10000.0,
       parametrization="standard",  # standard | mup_simple | mup_intermediate | mup_full

@@ -1,36 +1,50 @@
 """Times the jitted train step, and the same model + optimizer in PyTorch, in one process.
 
   python -m stability.bench --sizes=d128-L2 --batch=16 --seq_len=128
-  python -m stability.bench --sizes=d256-L3,d512-L6,d1024-L24 --batch=256 --seq_len=512 \
-      --attention_impl=fused --remat=dots          # on a GPU
+  python -m stability.bench --sizes=d256-L3,d512-L6,d768-L12,d1024-L24 --batch=256 \
+      --seq_len=512 --grad_accum=4 --attention_impl=fused --remat=dots --members=7  # a GPU
 
 Per size: compile time, median step time over `--steps` timed steps after warm-up, tokens/s,
 MFU (FLOPs per token from `flops.py`, which counts attention, over the device's peak from the
 table there; on CPU the peak is a measured float32 matmul rate), peak device memory, and the
 ratio of JAX tokens/s to PyTorch eager and `torch.compile`. With `--members=K`, K runs at K
-learning rates trained as one vmapped program are timed too (ms/step and tokens/s per member;
-"jax ×" below 1 means the batched program is faster than K sequential steps). Both start from the same weights and
-their first-step losses are printed side by side, so the two programs are checked to compute the
-same thing before they are compared.
+learning rates trained as one vmapped program are timed too (per member); its "jax ×" below 1
+means the batched program is faster than K sequential steps. Both frameworks start from the same
+weights and their first losses are printed side by side, so the two programs are checked to
+compute the same thing before they are compared. A row that fails (out of memory, say) is
+reported as such and the others still run. `--out` also writes the rows as JSON and the summary
+as a markdown table.
 """
 
-import functools
-import resource
-import statistics
-import time
+import os
 
-from absl import app
-from absl import flags
-import jax
-import numpy as np
+# The PyTorch reference shares the accelerator: JAX must grow its memory pool on demand rather
+# than reserve 75% of the device when it starts.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from configs import base
-from stability import flops
-from stability import train
+import dataclasses  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import base  # noqa: E402
+from stability import flops  # noqa: E402
+from stability import model as model_lib  # noqa: E402
+from stability import train  # noqa: E402
 
 _SIZES = flags.DEFINE_list("sizes", ["d128-L2"], "model sizes")
 _BATCH = flags.DEFINE_integer("batch", 16, "global batch (sequences)")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
+_GRAD_ACCUM = flags.DEFINE_integer(
+    "grad_accum", 1, "microbatches per step, in both frameworks (strided rows, as train.grad_accum)")
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after 2 warm-up steps)")
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "bfloat16", "float32"],
                            "compute dtype; auto = float32 on CPU, bfloat16 on accelerators")
@@ -41,6 +55,18 @@ _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens
 _MEMBERS = flags.DEFINE_integer(
     "members", 0, "also time K runs at K learning rates trained as one vmapped program "
     "(stability/batched.py) against K sequential steps; 0 = skip")
+_OUT = flags.DEFINE_string("out", "", "also write <out>.json (every row) and <out>.md (summary)")
+
+
+@dataclasses.dataclass
+class Row:
+  size: str
+  impl: str
+  step_s: float | None = None  # per member for a batched row
+  compile_s: float | None = None  # the first call: tracing, compiling and one step
+  first_loss: float | None = None
+  mem_gib: float | None = None
+  error: str | None = None
 
 
 def bench_config(size: str, dtype: str):
@@ -51,6 +77,7 @@ def bench_config(size: str, dtype: str):
   c.model.remat = _REMAT.value
   c.data.batch_size = _BATCH.value
   c.data.synthetic_vocab_size = _VOCAB.value
+  c.train.grad_accum = _GRAD_ACCUM.value
   c.train.steps = 1000
   c.opt.warmup_steps = 10
   return c
@@ -71,31 +98,42 @@ def time_steps(step_fn, n: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def peak_memory_gib() -> float | None:
+def jax_peak_memory_gib() -> float | None:
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     return stats["peak_bytes_in_use"] / 2 ** 30
   return None
 
 
-def bench_jax(config, tokens_BxL1: np.ndarray) -> dict:
+def check_rows(tokens_BxL1: np.ndarray) -> np.ndarray:
+  """The rows both frameworks compute loss@0 on: one microbatch, which fits wherever a step does."""
+  return tokens_BxL1[:_BATCH.value // _GRAD_ACCUM.value]
+
+
+def initial_params(config):
+  """The JAX initialisation on the host: the weights both frameworks start from."""
   run = train.Run(config, _VOCAB.value)
   state = run.init_state(0)
+  params = jax.device_get(state.params)
+  del state
+  return params
+
+
+def bench_jax(config, tokens_BxL1: np.ndarray) -> Row:
+  run = train.Run(config, _VOCAB.value)
+  holder = {"state": run.init_state(0)}
   batch = run.global_batch(tokens_BxL1)
-  init_params = jax.device_get(state.params)  # the torch reference starts from these
-  holder = {"state": state}
+  first_loss = run.evaluate(holder["state"].params, [run.global_batch(check_rows(tokens_BxL1))])
 
   def step():
     holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
     return metrics["train_loss"]
 
-  first_loss = float(run.evaluate(state.params, [batch]))
   compile_s, step_s = time_steps(step, _STEPS.value)
-  return {"impl": "jax", "compile_s": compile_s, "step_s": step_s, "first_loss": first_loss,
-          "mem_gib": peak_memory_gib(), "params": init_params}
+  return Row("", "jax", step_s, compile_s, first_loss, jax_peak_memory_gib())
 
 
-def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> dict:
+def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> Row:
   from stability import batched
   configs = []
   for lr in np.geomspace(1e-3, 1e-1, k):
@@ -111,11 +149,10 @@ def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> dict:
     return metrics["train_loss"]
 
   compile_s, step_s = time_steps(step, _STEPS.value)
-  return {"impl": f"jax ×{k} vmapped", "compile_s": compile_s, "step_s": step_s / k,
-          "first_loss": float("nan"), "mem_gib": peak_memory_gib()}
+  return Row("", f"jax {k} LRs vmap", step_s / k, compile_s, None, jax_peak_memory_gib())
 
 
-def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> dict:
+def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> Row:
   import torch
   from stability import torch_reference as ref
 
@@ -126,13 +163,13 @@ def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> dict:
   ref.copy_from_jax(model, params)
   model.to(device)
   tokens = torch.from_numpy(tokens_BxL1.astype(np.int64)).to(device)
-  with torch.no_grad():
-    first_loss = float(ref.loss_fn(model(tokens[:, :-1]), tokens[:, 1:], 0.0))
-  opt, sched = ref.make_optimizer(model, config.opt, config.train.steps)
   autocast = torch.bfloat16 if m.dtype == "bfloat16" else None
+  first_loss = ref.eval_loss(model, torch.from_numpy(
+      check_rows(tokens_BxL1).astype(np.int64)).to(device), autocast)
+  opt, sched = ref.make_optimizer(model, config.opt, config.train.steps)
   step = ref.make_train_step(model if mode == "eager" else torch.compile(model), opt, sched,
                              z_loss=config.loss.z_loss, clip_norm=config.opt.clip_norm,
-                             autocast_dtype=autocast)
+                             autocast_dtype=autocast, grad_accum=config.train.grad_accum)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
   def timed():
@@ -144,8 +181,64 @@ def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> dict:
     torch.cuda.reset_peak_memory_stats()
   compile_s, step_s = time_steps(timed, _STEPS.value)
   mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None
-  return {"impl": f"torch-{mode}", "compile_s": compile_s, "step_s": step_s,
-          "first_loss": first_loss, "mem_gib": mem}
+  return Row("", f"torch {mode}", step_s, compile_s, first_loss, mem)
+
+
+def guarded(size: str, impl: str, fn) -> Row:
+  """Runs one measurement; a failure (out of memory, no compiler, ...) becomes the row's error."""
+  print(f"  {size} {impl} ...", flush=True)
+  try:
+    row = fn()
+  except Exception as e:  # reported in the table; the other rows still run
+    text = f"{type(e).__name__}: {e}"
+    oom = "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+    row = Row("", impl, error="out of memory" if oom else text.splitlines()[0][:160])
+  row.size, row.impl = size, impl
+  gc.collect()
+  if "torch" in sys.modules:
+    import torch
+    if torch.cuda.is_available():
+      torch.cuda.empty_cache()  # give the device back before the next row
+  return row
+
+
+def format_row(r: Row, tokens_per_step: int, flops_per_token: float, peak: float | None,
+               jax_tps: float | None) -> str:
+  if r.error:
+    return f"{r.size:10s} {r.impl:16s} {r.error}"
+  tps = tokens_per_step / r.step_s
+  mfu = f"{tps * flops_per_token / peak:6.1%}" if peak else f"{'-':>6s}"
+  mem = f"{r.mem_gib:8.2f}" if r.mem_gib is not None else f"{'-':>8s}"
+  loss = f"{r.first_loss:8.4f}" if r.first_loss is not None else f"{'':8s}"
+  ratio = f"{jax_tps / tps:6.2f}" if jax_tps else f"{'-':>6s}"
+  return (f"{r.size:10s} {r.impl:16s} {r.compile_s:9.1f} {r.step_s * 1e3:9.1f} {tps:10.0f} "
+          f"{mfu} {mem} {loss} {ratio}")
+
+
+def summary_table(rows: list[Row], tokens_per_step: int, flops_per_token: dict, peak) -> str:
+  """The docs/performance.md table: one line per size."""
+  lines = ["| size | JAX tokens/s | MFU | JAX ÷ torch eager | JAX ÷ torch.compile | "
+           "batched LR sweep speed-up |", "|---|---|---|---|---|---|"]
+  for size in dict.fromkeys(r.size for r in rows):
+    by_impl = {r.impl: r for r in rows if r.size == size}
+    jax_row = by_impl.get("jax")
+    ok = lambda r: r is not None and r.error is None
+    if not ok(jax_row):
+      lines.append(f"| {size} | {jax_row.error if jax_row else 'not run'} | | | | |")
+      continue
+    tps = tokens_per_step / jax_row.step_s
+    mfu = f"{tps * flops_per_token[size] / peak:.1%}" if peak else "-"
+
+    def versus(impl):
+      r = by_impl.get(impl)
+      return f"{r.step_s / jax_row.step_s:.2f}" if ok(r) else (r.error if r else "not run")
+
+    batched = next((r for i, r in by_impl.items() if "vmap" in i), None)
+    speedup = (f"{jax_row.step_s / batched.step_s:.2f}×" if ok(batched)
+               else (batched.error if batched else "not run"))
+    lines.append(f"| {size} | {tps:,.0f} | {mfu} | {versus('torch eager')} | "
+                 f"{versus('torch compile')} | {speedup} |")
+  return "\n".join(lines)
 
 
 def main(argv):
@@ -153,38 +246,72 @@ def main(argv):
   device_kind = jax.devices()[0].device_kind
   on_cpu = jax.default_backend() == "cpu"
   dtype = _DTYPE.value if _DTYPE.value != "auto" else ("float32" if on_cpu else "bfloat16")
-  peak = flops.peak_flops_per_device(device_kind)
+  peak_each = flops.peak_flops_per_device(device_kind)
   n_dev = jax.device_count()
-  print(f"device: {n_dev} × {device_kind} (peak {peak / 1e12:.2f} TFLOP/s each"
-        f"{', measured float32 matmul' if on_cpu else ''}); jax {jax.__version__}; dtype {dtype};"
-        f" attention {_ATTENTION.value}; remat {_REMAT.value}; batch {_BATCH.value}×{_SEQ_LEN.value}")
-  header = (f"{'size':10s} {'impl':14s} {'compile s':>9s} {'ms/step':>9s} {'tokens/s':>10s} "
-            f"{'MFU':>6s} {'peak GiB':>8s} {'loss@0':>8s} {'jax ×':>6s}")
-  print(header)
+  peak = peak_each * n_dev if peak_each else None
+  configs = {size: bench_config(size, dtype) for size in _SIZES.value}
+  attention = _ATTENTION.value
+  if attention == "fused":
+    head_dim = next(iter(configs.values())).model.d_model // next(
+        iter(configs.values())).model.num_heads
+    attention += f" ({model_lib.fused_attention_backend(jax.default_backend(), dtype, head_dim) or 'xla'})"
+  versions = f"jax {jax.__version__}"
+  if any(_TORCH.value):
+    try:
+      import torch
+      versions += f", torch {torch.__version__}"
+    except ImportError:
+      pass
+  machine = (f"{n_dev} × {device_kind} (peak {peak_each / 1e12:.2f} TFLOP/s each"
+             f"{', measured float32 matmul' if on_cpu else ''}); {versions}; dtype {dtype}; "
+             f"attention {attention}; remat {_REMAT.value}; batch {_BATCH.value}×{_SEQ_LEN.value}"
+             f" in {_GRAD_ACCUM.value} microbatch(es); vocab {_VOCAB.value}; "
+             f"{time.strftime('%Y-%m-%d')}")
+  print(f"device: {machine}", flush=True)
+
   tokens_per_step = _BATCH.value * _SEQ_LEN.value
   rng = np.random.default_rng(0)
-  for size in _SIZES.value:
-    config = bench_config(size, dtype)
-    tokens = rng.integers(0, _VOCAB.value, (_BATCH.value, _SEQ_LEN.value + 1), dtype=np.int32)
-    flops_per_token = flops.model_flops_per_token(config.model, _VOCAB.value)
-    rows = [bench_jax(config, tokens)]
-    params = rows[0].pop("params")
+  tokens = {size: rng.integers(0, _VOCAB.value, (_BATCH.value, _SEQ_LEN.value + 1),
+                               dtype=np.int32) for size in configs}
+  flops_per_token = {size: flops.model_flops_per_token(c.model, _VOCAB.value)
+                     for size, c in configs.items()}
+
+  rows = []
+  # PyTorch first, for every size: JAX's memory pool grows and is not handed back to the device,
+  # so the reference runs while JAX holds no more than the initial weights.
+  for size, config in configs.items():
+    modes = [m for m in _TORCH.value if m]
+    if modes:
+      params = initial_params(config)
+      for mode in modes:
+        rows.append(guarded(size, f"torch {mode}",
+                            lambda: bench_torch(config, tokens[size], params, mode)))
+  for size, config in configs.items():
+    rows.append(guarded(size, "jax", lambda: bench_jax(config, tokens[size])))
     if _MEMBERS.value > 1:
-      rows.append(bench_batched(config, tokens, _MEMBERS.value))
-    for mode in filter(None, _TORCH.value):
-      try:
-        rows.append(bench_torch(config, tokens, params, mode))
-      except Exception as e:  # e.g. torch not installed, or no compiler for torch.compile
-        print(f"{size:10s} torch-{mode:8s} failed: {type(e).__name__}: {str(e)[:120]}")
-    jax_tps = tokens_per_step / rows[0]["step_s"]
-    for r in rows:
-      tps = tokens_per_step / r["step_s"]
-      mfu = tps * flops_per_token / (peak * n_dev) if peak else float("nan")
-      mem = f"{r['mem_gib']:8.2f}" if r["mem_gib"] is not None else f"{'-':>8s}"
-      print(f"{size:10s} {r['impl']:14s} {r['compile_s']:9.1f} {r['step_s'] * 1e3:9.1f} "
-            f"{tps:10.0f} {mfu:6.1%} {mem} {r['first_loss']:8.4f} {jax_tps / tps:6.2f}", flush=True)
+      rows.append(guarded(size, f"jax {_MEMBERS.value} LRs vmap",
+                          lambda: bench_batched(config, tokens[size], _MEMBERS.value)))
+
+  print(f"{'size':10s} {'impl':16s} {'compile s':>9s} {'ms/step':>9s} {'tokens/s':>10s} "
+        f"{'MFU':>6s} {'peak GiB':>8s} {'loss@0':>8s} {'jax ×':>6s}")
+  for size in configs:
+    size_rows = [r for r in rows if r.size == size]
+    jax_row = next((r for r in size_rows if r.impl == "jax" and not r.error), None)
+    jax_tps = tokens_per_step / jax_row.step_s if jax_row else None
+    order = sorted(size_rows, key=lambda r: (not r.impl.startswith("jax"), r.impl))
+    for r in order:
+      print(format_row(r, tokens_per_step, flops_per_token[size], peak, jax_tps))
+  table = summary_table(rows, tokens_per_step, flops_per_token, peak)
+  print(table)
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   print(f"host peak RSS {rss:.2f} GiB")
+  if _OUT.value:
+    with open(_OUT.value + ".json", "w") as f:
+      json.dump({"machine": machine, "tokens_per_step": tokens_per_step,
+                 "flops_per_token": flops_per_token, "peak_flops": peak,
+                 "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=1)
+    with open(_OUT.value + ".md", "w") as f:
+      f.write(f"{machine}\n\n{table}\n")
 
 
 if __name__ == "__main__":

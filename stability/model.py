@@ -28,6 +28,16 @@ REMATS = ("none", "full", "dots")
 LN_EPS = 1e-6
 
 
+def fused_attention_backend(platform: str, dtype, head_dim: int) -> str | None:
+  """The `implementation` for `jax.nn.dot_product_attention`: cuDNN flash attention where it
+  applies (GPU, half precision, head dim a multiple of 8 up to 128), else XLA's (None: JAX's
+  own default, which is XLA and is not flash attention on GPU)."""
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  if platform == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128:
+    return "cudnn"
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The architecture; built from `config.model` by `ModelConfig.from_config`."""
@@ -136,7 +146,8 @@ class Attention(nn.Module):
     diagnose = self.is_mutable_collection("diagnostics")
     if cfg.attention_impl == "fused" and cfg.attention == "softmax" and not diagnose:
       out_BxLxHxK = jax.nn.dot_product_attention(
-          q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale=scale, is_causal=True)
+          q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale=scale, is_causal=True,
+          implementation=fused_attention_backend(jax.default_backend(), cfg.dtype, k))
     else:
       out_BxLxHxK = self._explicit(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale, diagnose)
 

@@ -85,8 +85,10 @@ def loss_fn(logits_BxLxV: torch.Tensor, targets_BxL: torch.Tensor, z_loss: float
 def make_optimizer(model: nn.Module, opt_cfg, total_steps: int):
   """AdamW with independent decay under warm-up + cosine to an absolute min LR."""
   peak, floor, warmup = opt_cfg.peak_lr, opt_cfg.min_lr, opt_cfg.warmup_steps
+  cuda = next(model.parameters()).is_cuda
   opt = torch.optim.AdamW(model.parameters(), lr=peak, betas=(opt_cfg.b1, opt_cfg.b2),
-                          eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay / peak)
+                          eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay / peak,
+                          fused=cuda or None)  # the fused CUDA kernel: torch's fastest AdamW
 
   def shape(step: int) -> float:
     if step < warmup:
@@ -120,20 +122,36 @@ def copy_from_jax(model: Decoder, params) -> None:
       block.wo_mlp.weight.copy_(t(bp["mlp"]["wo"]["kernel"]).T)
 
 
+def eval_loss(model: Decoder, tokens_BxL1: torch.Tensor, autocast_dtype=None) -> float:
+  """Mean next-token cross-entropy (no z-loss), as `step.eval_step`."""
+  with torch.no_grad(), _autocast(tokens_BxL1.device.type, autocast_dtype):
+    return float(loss_fn(model(tokens_BxL1[:, :-1]), tokens_BxL1[:, 1:], 0.0))
+
+
+def _autocast(device_type: str, dtype):
+  return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+
+
 def make_train_step(model: Decoder, opt, scheduler, *, z_loss: float, clip_norm: float,
-                    autocast_dtype=None):
-  """One optimizer step on a [B, L+1] batch; returns the loss tensor (no host sync)."""
+                    autocast_dtype=None, grad_accum: int = 1):
+  """One optimizer step on a [B, L+1] batch; returns the loss tensor (no host sync). With
+  `grad_accum` > 1 the gradient is the mean over strided microbatches (rows a, a+A, ...), as in
+  the JAX step."""
   device_type = next(model.parameters()).device.type
 
   def step(tokens_BxL1: torch.Tensor) -> torch.Tensor:
     opt.zero_grad(set_to_none=True)
-    with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-      logits = model(tokens_BxL1[:, :-1])
-    loss = loss_fn(logits, tokens_BxL1[:, 1:], z_loss)
-    loss.backward()
+    total = torch.zeros((), device=tokens_BxL1.device)
+    for a in range(grad_accum):
+      micro_BxL1 = tokens_BxL1[a::grad_accum]
+      with _autocast(device_type, autocast_dtype):
+        logits = model(micro_BxL1[:, :-1])
+      loss = loss_fn(logits, micro_BxL1[:, 1:], z_loss) / grad_accum
+      loss.backward()
+      total += loss.detach()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
     opt.step()
     scheduler.step()
-    return loss.detach()
+    return total
 
   return step

@@ -1,5 +1,7 @@
 """The decoder against a float64 numpy forward, and the properties the paper relies on."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import pytest
 
 from configs import sizes
 from stability import diagnostics, flops
+from stability import model as model_lib
 from stability.model import Decoder, ModelConfig
 from tests import reference
 
@@ -163,3 +166,32 @@ def test_init_scales(param):
   assert std(params["head"]["kernel"]) == pytest.approx(head, rel=0.02)
   q = params["block_0"]["attn"]["wq"]["kernel"]
   assert (std(q) == 0) == (param == "mup_full")
+
+
+def test_fused_attention_is_cudnn_flash_only_where_cudnn_applies():
+  assert model_lib.fused_attention_backend("gpu", jnp.bfloat16, 64) == "cudnn"
+  assert model_lib.fused_attention_backend("gpu", jnp.float16, 128) == "cudnn"
+  assert model_lib.fused_attention_backend("gpu", jnp.float32, 64) is None  # cuDNN: half only
+  assert model_lib.fused_attention_backend("gpu", jnp.bfloat16, 256) is None
+  assert model_lib.fused_attention_backend("gpu", jnp.bfloat16, 20) is None
+  assert model_lib.fused_attention_backend("cpu", jnp.bfloat16, 64) is None
+  assert model_lib.fused_attention_backend("tpu", jnp.bfloat16, 64) is None
+
+
+def test_fused_attention_gives_the_explicit_loss_and_gradients_in_bfloat16():
+  """The mixed-precision training configuration; on a GPU the fused path is cuDNN's kernel."""
+  cfg, _, params, _ = make(d_model=64, num_heads=4, seq_len=64, dtype=jnp.bfloat16)
+  tokens = jax.random.randint(jax.random.PRNGKey(3), (4, cfg.seq_len + 1), 0, VOCAB)
+
+  def loss_and_grads(impl):
+    model = Decoder(dataclasses.replace(cfg, attention_impl=impl))
+    def loss(p):
+      logits = model.apply({"params": p}, tokens[:, :-1]).astype(jnp.float32)
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1))
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  (loss_e, grads_e), (loss_f, grads_f) = loss_and_grads("explicit"), loss_and_grads("fused")
+  np.testing.assert_allclose(loss_f, loss_e, rtol=2e-3)
+  flat_e, flat_f = jax.tree_util.tree_leaves(grads_e), jax.tree_util.tree_leaves(grads_f)
+  for g_e, g_f in zip(flat_e, flat_f):  # bf16 activations: compare each tensor's error to its norm
+    assert np.linalg.norm(np.asarray(g_f - g_e)) <= 2e-2 * np.linalg.norm(np.asarray(g_e)) + 1e-6
