@@ -55,6 +55,9 @@ _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens
 _MEMBERS = flags.DEFINE_integer(
     "members", 0, "also time K runs at K learning rates trained as one vmapped program "
     "(stability/batched.py) against K sequential steps; 0 = skip")
+_MEMBERS_GRAD_ACCUM = flags.DEFINE_integer(
+    "members_grad_accum", 0, "microbatches per step of the vmapped program (0 = --grad_accum): "
+    "K members hold K times the activations, so on a device they need K times the microbatches")
 _OUT = flags.DEFINE_string("out", "", "also write <out>.json (every row) and <out>.md (summary)")
 
 
@@ -139,6 +142,7 @@ def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> Row:
   for lr in np.geomspace(1e-3, 1e-1, k):
     c = config.copy_and_resolve_references()
     c.opt.peak_lr = float(lr)
+    c.train.grad_accum = _MEMBERS_GRAD_ACCUM.value or _GRAD_ACCUM.value
     configs.append(c)
   run = batched.BatchedRun(configs, _VOCAB.value)
   holder = {"state": run.init_state(0)}
@@ -265,7 +269,9 @@ def main(argv):
   machine = (f"{n_dev} × {device_kind} (peak {peak_each / 1e12:.2f} TFLOP/s each"
              f"{', measured float32 matmul' if on_cpu else ''}); {versions}; dtype {dtype}; "
              f"attention {attention}; remat {_REMAT.value}; batch {_BATCH.value}×{_SEQ_LEN.value}"
-             f" in {_GRAD_ACCUM.value} microbatch(es); vocab {_VOCAB.value}; "
+             f" in {_GRAD_ACCUM.value} microbatch(es)"
+             f"{f' ({_MEMBERS_GRAD_ACCUM.value} when vmapped)' if _MEMBERS_GRAD_ACCUM.value else ''}"
+             f"; vocab {_VOCAB.value}; "
              f"{time.strftime('%Y-%m-%d')}")
   print(f"device: {machine}", flush=True)
 
@@ -277,6 +283,18 @@ def main(argv):
                      for size, c in configs.items()}
 
   rows = []
+
+  def record(row: Row) -> None:
+    """Prints the row and rewrites --out.json: a run cut short keeps what it measured."""
+    rows.append(row)
+    print(f"    {row.error or f'{row.step_s * 1e3:.1f} ms/step (compile {row.compile_s:.1f} s)'}",
+          flush=True)
+    if _OUT.value:
+      with open(_OUT.value + ".json", "w") as f:
+        json.dump({"machine": machine, "tokens_per_step": tokens_per_step,
+                   "flops_per_token": flops_per_token, "peak_flops": peak,
+                   "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=1)
+
   # PyTorch first, for every size: JAX's memory pool grows and is not handed back to the device,
   # so the reference runs while JAX holds no more than the initial weights.
   for size, config in configs.items():
@@ -284,13 +302,13 @@ def main(argv):
     if modes:
       params = initial_params(config)
       for mode in modes:
-        rows.append(guarded(size, f"torch {mode}",
-                            lambda: bench_torch(config, tokens[size], params, mode)))
+        record(guarded(size, f"torch {mode}",
+                       lambda: bench_torch(config, tokens[size], params, mode)))
   for size, config in configs.items():
-    rows.append(guarded(size, "jax", lambda: bench_jax(config, tokens[size])))
+    record(guarded(size, "jax", lambda: bench_jax(config, tokens[size])))
     if _MEMBERS.value > 1:
-      rows.append(guarded(size, f"jax {_MEMBERS.value} LRs vmap",
-                          lambda: bench_batched(config, tokens[size], _MEMBERS.value)))
+      record(guarded(size, f"jax {_MEMBERS.value} LRs vmap",
+                     lambda: bench_batched(config, tokens[size], _MEMBERS.value)))
 
   print(f"{'size':10s} {'impl':16s} {'compile s':>9s} {'ms/step':>9s} {'tokens/s':>10s} "
         f"{'MFU':>6s} {'peak GiB':>8s} {'loss@0':>8s} {'jax ×':>6s}")
@@ -306,10 +324,6 @@ def main(argv):
   rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   print(f"host peak RSS {rss:.2f} GiB")
   if _OUT.value:
-    with open(_OUT.value + ".json", "w") as f:
-      json.dump({"machine": machine, "tokens_per_step": tokens_per_step,
-                 "flops_per_token": flops_per_token, "peak_flops": peak,
-                 "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=1)
     with open(_OUT.value + ".md", "w") as f:
       f.write(f"{machine}\n\n{table}\n")
 
