@@ -123,10 +123,12 @@ def initial_params(config):
 
 
 def bench_jax(config, tokens_BxL1: np.ndarray) -> Row:
+  t = time.perf_counter()
   run = train.Run(config, _VOCAB.value)
   holder = {"state": run.init_state(0)}
   batch = run.global_batch(tokens_BxL1)
   first_loss = run.evaluate(holder["state"].params, [run.global_batch(check_rows(tokens_BxL1))])
+  print(f"    initialised and evaluated in {time.perf_counter() - t:.1f} s", flush=True)
 
   def step():
     holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
