@@ -5,7 +5,7 @@ qk-layernorm (the `cpu` scale of configs/fig1_qk_layernorm.py, one size), then p
 sensitivity of each arm and the max attention logit at high LR, and draws the figures.
 Re-running reuses finished runs.
 
-  python -m launch.demo [--out=results/demo] [--sizes=d128-L2] [--batch=auto|on|off]
+  python -m launch.demo [--out=results/demo] [--sizes=d128-L2] [--batch=on|off]
 
 (`--out` and `--batch` are launch.sweep's flags.)
 """
@@ -53,7 +53,7 @@ def main(argv):
   grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value}")
   print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {out} "
         "(finished runs are reused)", flush=True)
-  sweep.run_grid(grid, out, batch=sweep.resolve_batch(sweep._BATCH.value))
+  sweep.run_grid(grid, out, batch=sweep._BATCH.value == "on")
 
   runs = results.load_runs(out)
   table = sensitivity.sensitivity_table(runs)

@@ -18,16 +18,16 @@ as a markdown table.
 
 import os
 
-# The PyTorch reference shares the accelerator: JAX must grow its memory pool on demand rather
-# than reserve 75% of the device when it starts.
+# The PyTorch reference (another process) shares the accelerator: JAX must grow its memory pool
+# on demand rather than reserve 75% of the device when it starts.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+from concurrent import futures  # noqa: E402
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import resource  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 from absl import app  # noqa: E402
@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from configs import base  # noqa: E402
 from stability import flops  # noqa: E402
 from stability import model as model_lib  # noqa: E402
+from stability import timing  # noqa: E402
 from stability import train  # noqa: E402
 
 _SIZES = flags.DEFINE_list("sizes", ["d128-L2"], "model sizes")
@@ -86,21 +87,6 @@ def bench_config(size: str, dtype: str):
   return c
 
 
-def time_steps(step_fn, n: int) -> tuple[float, float]:
-  """(first call seconds, median of n later calls); each call returns something to block on."""
-  t = time.perf_counter()
-  jax.block_until_ready(step_fn())
-  first = time.perf_counter() - t
-  for _ in range(2):
-    jax.block_until_ready(step_fn())
-  times = []
-  for _ in range(n):
-    t = time.perf_counter()
-    jax.block_until_ready(step_fn())
-    times.append(time.perf_counter() - t)
-  return first, statistics.median(times)
-
-
 def jax_peak_memory_gib() -> float | None:
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
@@ -134,7 +120,7 @@ def bench_jax(config, tokens_BxL1: np.ndarray) -> Row:
     holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
     return metrics["train_loss"]
 
-  compile_s, step_s = time_steps(step, _STEPS.value)
+  compile_s, step_s = timing.time_steps(lambda: jax.block_until_ready(step()), _STEPS.value)
   return Row("", "jax", step_s, compile_s, first_loss, jax_peak_memory_gib())
 
 
@@ -154,40 +140,19 @@ def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> Row:
     holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
     return metrics["train_loss"]
 
-  compile_s, step_s = time_steps(step, _STEPS.value)
+  compile_s, step_s = timing.time_steps(lambda: jax.block_until_ready(step()), _STEPS.value)
   return Row("", f"jax {k} LRs vmap", step_s / k, compile_s, None, jax_peak_memory_gib())
 
 
 def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> Row:
-  import torch
-  from stability import torch_reference as ref
-
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  m = config.model
-  model = ref.Decoder(_VOCAB.value, m.d_model, m.num_layers, m.num_heads, m.mlp_ratio,
-                      qk_layernorm=m.qk_layernorm != "off", rope_base=m.rope_base)
-  ref.copy_from_jax(model, params)
-  model.to(device)
-  tokens = torch.from_numpy(tokens_BxL1.astype(np.int64)).to(device)
-  autocast = torch.bfloat16 if m.dtype == "bfloat16" else None
-  first_loss = ref.eval_loss(model, torch.from_numpy(
-      check_rows(tokens_BxL1).astype(np.int64)).to(device), autocast)
-  opt, sched = ref.make_optimizer(model, config.opt, config.train.steps)
-  step = ref.make_train_step(model if mode == "eager" else torch.compile(model), opt, sched,
-                             z_loss=config.loss.z_loss, clip_norm=config.opt.clip_norm,
-                             autocast_dtype=autocast, grad_accum=config.train.grad_accum)
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-  def timed():
-    loss = step(tokens)
-    sync()
-    return loss.cpu().numpy()
-
-  if device == "cuda":
-    torch.cuda.reset_peak_memory_stats()
-  compile_s, step_s = time_steps(timed, _STEPS.value)
-  mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None
-  return Row("", f"torch {mode}", step_s, compile_s, first_loss, mem)
+  """The PyTorch reference, in a process of its own: the two frameworks never share a process
+  (nor its CUDA context, threads or compiler workers), and a crash there is only this row's."""
+  from stability import torch_reference
+  with futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    r = pool.submit(torch_reference.benchmark, config, tokens_BxL1, params, mode,
+                    vocab_size=_VOCAB.value, steps=_STEPS.value,
+                    check_rows=len(check_rows(tokens_BxL1))).result()
+  return Row("", f"torch {mode}", **r)
 
 
 def guarded(size: str, impl: str, fn) -> Row:
@@ -201,10 +166,6 @@ def guarded(size: str, impl: str, fn) -> Row:
     row = Row("", impl, error="out of memory" if oom else text.splitlines()[0][:160])
   row.size, row.impl = size, impl
   gc.collect()
-  if "torch" in sys.modules:
-    import torch
-    if torch.cuda.is_available():
-      torch.cuda.empty_cache()  # give the device back before the next row
   return row
 
 
@@ -298,7 +259,7 @@ def main(argv):
                    "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=1)
 
   # PyTorch first, for every size: JAX's memory pool grows and is not handed back to the device,
-  # so the reference runs while JAX holds no more than the initial weights.
+  # so the reference runs while this process holds no more than the initial weights.
   for size, config in configs.items():
     modes = [m for m in _TORCH.value if m]
     if modes:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stability import timing
+
 LN_EPS = 1e-6
 
 
@@ -155,3 +157,29 @@ def make_train_step(model: Decoder, opt, scheduler, *, z_loss: float, clip_norm:
     return total
 
   return step
+
+
+def benchmark(config, tokens_BxL1: np.ndarray, params, mode: str, *, vocab_size: int,
+              steps: int, check_rows: int) -> dict:
+  """Times the reference's train step (`mode`: eager | compile) on one batch, started from a
+  JAX parameter tree: first-call and median step seconds, loss@0 on the first `check_rows`
+  rows, and peak CUDA memory. On the GPU when there is one, with bf16 autocast when
+  `config.model.dtype` is bfloat16."""
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  m = config.model
+  model = Decoder(vocab_size, m.d_model, m.num_layers, m.num_heads, m.mlp_ratio,
+                  qk_layernorm=m.qk_layernorm != "off", rope_base=m.rope_base)
+  copy_from_jax(model, params)
+  model.to(device)
+  tokens = torch.from_numpy(tokens_BxL1.astype(np.int64)).to(device)
+  autocast = torch.bfloat16 if m.dtype == "bfloat16" else None
+  first_loss = eval_loss(model, tokens[:check_rows], autocast)
+  opt, sched = make_optimizer(model, config.opt, config.train.steps)
+  step = make_train_step(model if mode == "eager" else torch.compile(model), opt, sched,
+                         z_loss=config.loss.z_loss, clip_norm=config.opt.clip_norm,
+                         autocast_dtype=autocast, grad_accum=config.train.grad_accum)
+  if device == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+  compile_s, step_s = timing.time_steps(lambda: step(tokens).item(), steps)  # .item() syncs
+  mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None
+  return dict(step_s=step_s, compile_s=compile_s, first_loss=first_loss, mem_gib=mem)

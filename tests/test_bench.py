@@ -71,3 +71,16 @@ def test_torch_reference_trains_like_the_jax_step():
     torch_losses.append(float(torch_step(torch.from_numpy(tokens.astype(np.int64)))))
   assert len(set(jax_losses)) == 4  # the weights moved
   np.testing.assert_allclose(torch_losses, jax_losses, rtol=2e-5)
+
+
+def test_bench_times_the_torch_reference_in_a_process_of_its_own(tmp_path):
+  pytest.importorskip("torch")  # the [bench] extra, not part of [dev]
+  out = tmp_path / "bench"
+  cmd = [sys.executable, "-m", "stability.bench", "--sizes=d32-L1", "--batch=4", "--seq_len=16",
+         "--vocab=64", "--steps=2", "--torch=eager", f"--out={out}"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = {r["impl"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}
+  assert rows["torch eager"]["error"] is None and rows["torch eager"]["step_s"] > 0
+  np.testing.assert_allclose(rows["torch eager"]["first_loss"], rows["jax"]["first_loss"],
+                             rtol=1e-5)  # float32 on CPU: the same weights give the same loss
