@@ -14,10 +14,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from configs import base
 from stability import runtime
 from stability import train
-from stability import validation
 
 # Unknown fields are let through here so that validation can name the known ones.
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,7 +30,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   runtime.enable_compilation_cache()
-  validation.check_known_fields(_CONFIG.value, base.get_config())
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({k: summary.get(k) for k in (
       "status", "steps", "init_eval_loss", "final_eval_loss", "diverged_at_step", "tokens_per_s",

@@ -56,14 +56,10 @@ def fault_config(overrides=None, point="seed0"):
 
 
 def child_env(faults: str = "") -> dict:
-  """CPU, one device, this process's compilation cache, and the faults to install."""
-  import jax
+  """CPU, one device, the faults to install (and, from conftest's environment, the session's
+  compilation cache)."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", FAULTS=faults)
-  if jax.config.jax_compilation_cache_dir:
-    env.update(JAX_COMPILATION_CACHE_DIR=str(jax.config.jax_compilation_cache_dir),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return env
 
 
@@ -161,38 +157,17 @@ def _watch_for_tmp(checkpoints: pathlib.Path, target: int) -> None:
 
 
 @contextlib.contextmanager
-def fault_env(cache_dir):
-  """This process as the children run: the compilation cache in `cache_dir` (which `child_env`
-  passes on) and no TensorBoard, so no TensorFlow import."""
+def fault_env():
+  """This process as the children run: no TensorBoard, so no TensorFlow import."""
   saved = sys.modules.get("clu", False)
   sys.modules["clu"] = None
   try:
-    with compilation_cache(cache_dir):
-      yield
+    yield
   finally:
     if saved is False:
       del sys.modules["clu"]
     else:
       sys.modules["clu"] = saved
-
-
-@contextlib.contextmanager
-def compilation_cache(directory):
-  """A persistent XLA compilation cache in `directory` for this process (and `child_env`)."""
-  import jax
-  from jax.experimental.compilation_cache import compilation_cache as cc
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  before = {name: getattr(jax.config, name) for name in names}
-  for name, value in zip(names, (str(directory), 0, 0)):
-    jax.config.update(name, value)
-  cc.reset_cache()
-  try:
-    yield
-  finally:
-    for name, value in before.items():
-      jax.config.update(name, value)
-    cc.reset_cache()
 
 
 _EVENTS = collections.Counter()

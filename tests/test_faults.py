@@ -45,16 +45,10 @@ LEDGER = collections.Counter()  # what the suite verified, for the README's reli
 _RNG = random.Random(1729)      # every random moment below is drawn from this, at import
 
 
-@pytest.fixture(scope="session")
-def xla_cache_dir(tmp_path_factory):
-  """One compilation cache for the session: compiling dominates a 12-step run on CPU."""
-  return tmp_path_factory.mktemp("faults_xla_cache")
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _suite(xla_cache_dir, request):
+def _suite(request):
   """Runs in the children's environment (faults_util.fault_env); prints the summary at the end."""
-  with faults_util.fault_env(xla_cache_dir):
+  with faults_util.fault_env():
     yield
   lines = [
       f"trials run: {LEDGER['trials']}",
@@ -83,11 +77,11 @@ def tally(**counts) -> None:
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory, xla_cache_dir):
+def reference(tmp_path_factory):
   """The fault grid trained without faults; seed0 is the reference of the single-run tests.
   Once per session (an xdist worker may set this module up more than once)."""
   out = tmp_path_factory.mktemp("reference") / "sweep"
-  with faults_util.fault_env(xla_cache_dir):
+  with faults_util.fault_env():
     assert sweep.run_grid(faults_util.get_grid(), str(out)) == {"done": SEEDS}
   return out
 

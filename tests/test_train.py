@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from analysis import results as analysis_results
 from configs import base
@@ -62,11 +61,10 @@ def main_args(workdir, overrides=None, *, size="d64-L2", source="synthetic"):
 
 
 def child_env(devices=1, **extra):
-  """A subprocess environment: CPU, `devices` host devices, this process's compilation cache."""
+  """A subprocess environment: CPU, `devices` host devices (and, from conftest's environment,
+  the session's compilation cache)."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", **extra)
-  for name, value in _cache_settings().items():
-    env[name.upper()] = str(value)
   if devices > 1:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return env
@@ -113,30 +111,6 @@ def snapshot(directory):
   """{relative path: bytes} of every file under `directory`."""
   root = pathlib.Path(directory)
   return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-_CACHE_FLAGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                "jax_persistent_cache_min_entry_size_bytes")
-
-
-def _cache_settings():
-  return {name: getattr(jax.config, name) for name in _CACHE_FLAGS} if getattr(
-      jax.config, _CACHE_FLAGS[0]) else {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def xla_cache(tmp_path_factory):
-  """A persistent compilation cache for this module and its subprocesses: most runs here
-  compile the same programs, and compiling dominates a 10-step run on CPU."""
-  before = {name: getattr(jax.config, name) for name in _CACHE_FLAGS}
-  settings = dict(zip(_CACHE_FLAGS, (str(tmp_path_factory.mktemp("xla_cache")), 0, 0)))
-  for name, value in settings.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in before.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="session")
