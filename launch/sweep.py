@@ -160,6 +160,11 @@ class PointLock:
     except FileNotFoundError:
       pass
 
+  def clear_if_stale(self) -> None:
+    """Removes a dead runner's lock: one killed after its point finished, before it unlocked."""
+    if os.path.exists(self.path) and self._stale():
+      self.release()
+
 
 def point_status(run_dir: epath.Path) -> str | None:
   try:
@@ -198,11 +203,12 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
   for group in batch_groups(points, grid.scale, batch):
     todo, locks = [], []
     for point in group:
+      lock = PointLock(out_dir / ".locks", point.name)
       if point_status(out_dir / point.name) in train.FINISHED:
+        lock.clear_if_stale()
         count(point_status(out_dir / point.name))
         done_points += 1
         continue
-      lock = PointLock(out_dir / ".locks", point.name)
       if not lock.acquire():
         logging.info("%s is being run by another runner; skipping", point.name)
         count("locked")

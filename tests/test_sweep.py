@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,24 @@ def test_point_lock_is_exclusive_and_stale_locks_are_taken(tmp_path):
   with open(os.path.join(tmp_path, "p.lock"), "w") as f:
     json.dump({"host": os.uname().nodename, "pid": dead.pid, "time": 0}, f)
   assert sweep.PointLock(tmp_path, "p").acquire()
+
+
+def test_finished_points_stale_lock_is_cleared_and_a_live_one_kept(tmp_path, monkeypatch):
+  """A runner killed between finishing a point and unlocking it leaves a lock that no later
+  run would take (the point is done): the next run removes it, unless its holder still lives."""
+  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2")
+  grid = grid.__class__(**{**grid.__dict__, "points": grid.points[:2]})
+  for point in grid.points:
+    os.makedirs(tmp_path / point.name)
+    json.dump({"status": "done"}, open(tmp_path / point.name / "summary.json", "w"))
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  os.makedirs(tmp_path / ".locks")
+  for point, pid in zip(grid.points, (dead.pid, os.getpid())):
+    with open(tmp_path / ".locks" / f"{point.name}.lock", "w") as f:
+      json.dump({"host": socket.gethostname(), "pid": pid, "time": 0}, f)
+  assert sweep.run_grid(grid, str(tmp_path)) == {"done": 2}
+  assert os.listdir(tmp_path / ".locks") == [f"{grid.points[1].name}.lock"]
 
 
 def test_failed_point_does_not_stop_the_grid(tmp_path, monkeypatch):
