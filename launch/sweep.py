@@ -162,7 +162,7 @@ class PointLock:
 
   def clear_if_stale(self) -> None:
     """Removes a dead runner's lock: one killed after its point finished, before it unlocked."""
-    if os.path.exists(self.path) and self._stale():
+    if self._stale():  # also true when there is no lock
       self.release()
 
 

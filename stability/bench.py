@@ -1,4 +1,4 @@
-"""Times the jitted train step, and the same model + optimizer in PyTorch, in one process.
+"""Times the jitted train step, and the same model + optimizer in PyTorch, from one command.
 
   python -m stability.bench --sizes=d128-L2 --batch=16 --seq_len=128
   python -m stability.bench --sizes=d256-L3,d512-L6,d768-L12,d1024-L24 --batch=256 \
@@ -45,7 +45,8 @@ _SIZES = flags.DEFINE_list("sizes", ["d128-L2"], "model sizes")
 _BATCH = flags.DEFINE_integer("batch", 16, "global batch (sequences)")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
 _GRAD_ACCUM = flags.DEFINE_integer(
-    "grad_accum", 1, "microbatches per step, in both frameworks (strided rows, as train.grad_accum)")
+    "grad_accum", 1,
+    "microbatches per step, in both frameworks (strided rows, as train.grad_accum)")
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after 2 warm-up steps)")
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "bfloat16", "float32"],
                            "compute dtype; auto = float32 on CPU, bfloat16 on accelerators")
@@ -108,19 +109,25 @@ def initial_params(config):
   return params
 
 
-def bench_jax(config, tokens_BxL1: np.ndarray) -> Row:
-  t = time.perf_counter()
-  run = train.Run(config, _VOCAB.value)
-  holder = {"state": run.init_state(0)}
-  batch = run.global_batch(tokens_BxL1)
-  first_loss = run.evaluate(holder["state"].params, [run.global_batch(check_rows(tokens_BxL1))])
-  print(f"    initialised and evaluated in {time.perf_counter() - t:.1f} s", flush=True)
+def time_train_steps(run, state, batch) -> tuple[float, float]:
+  """`timing.time_steps` of `run.train_step` (a Run or a BatchedRun), the state carried along."""
+  holder = {"state": state}
+  del state  # donated by the first step
 
   def step():
     holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
-    return metrics["train_loss"]
+    jax.block_until_ready(metrics["train_loss"])
 
-  compile_s, step_s = timing.time_steps(lambda: jax.block_until_ready(step()), _STEPS.value)
+  return timing.time_steps(step, _STEPS.value)
+
+
+def bench_jax(config, tokens_BxL1: np.ndarray) -> Row:
+  t = time.perf_counter()
+  run = train.Run(config, _VOCAB.value)
+  state = run.init_state(0)
+  first_loss = run.evaluate(state.params, [run.global_batch(check_rows(tokens_BxL1))])
+  print(f"    initialised and evaluated in {time.perf_counter() - t:.1f} s", flush=True)
+  compile_s, step_s = time_train_steps(run, state, run.global_batch(tokens_BxL1))
   return Row("", "jax", step_s, compile_s, first_loss, jax_peak_memory_gib())
 
 
@@ -133,14 +140,7 @@ def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> Row:
     c.train.grad_accum = _MEMBERS_GRAD_ACCUM.value or _GRAD_ACCUM.value
     configs.append(c)
   run = batched.BatchedRun(configs, _VOCAB.value)
-  holder = {"state": run.init_state(0)}
-  batch = run.single.global_batch(tokens_BxL1)
-
-  def step():
-    holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
-    return metrics["train_loss"]
-
-  compile_s, step_s = timing.time_steps(lambda: jax.block_until_ready(step()), _STEPS.value)
+  compile_s, step_s = time_train_steps(run, run.init_state(0), run.single.global_batch(tokens_BxL1))
   return Row("", f"jax {k} LRs vmap", step_s / k, compile_s, None, jax_peak_memory_gib())
 
 
@@ -219,9 +219,10 @@ def main(argv):
   configs = {size: bench_config(size, dtype) for size in _SIZES.value}
   attention = _ATTENTION.value
   if attention == "fused":
-    head_dim = next(iter(configs.values())).model.d_model // next(
-        iter(configs.values())).model.num_heads
-    attention += f" ({model_lib.fused_attention_backend(jax.default_backend(), dtype, head_dim) or 'xla'})"
+    m = next(iter(configs.values())).model
+    backend = model_lib.fused_attention_backend(jax.default_backend(), dtype,
+                                                m.d_model // m.num_heads)
+    attention += f" ({backend or 'xla'})"
   versions = f"jax {jax.__version__}"
   if any(_TORCH.value):
     try:
@@ -229,12 +230,12 @@ def main(argv):
       versions += f", torch {torch.__version__}"
     except ImportError:
       pass
+  vmapped_accum = (f" ({_MEMBERS_GRAD_ACCUM.value} when vmapped)"
+                   if _MEMBERS_GRAD_ACCUM.value else "")
   machine = (f"{n_dev} × {device_kind} (peak {peak_each / 1e12:.2f} TFLOP/s each"
              f"{', measured float32 matmul' if on_cpu else ''}); {versions}; dtype {dtype}; "
              f"attention {attention}; remat {_REMAT.value}; batch {_BATCH.value}×{_SEQ_LEN.value}"
-             f" in {_GRAD_ACCUM.value} microbatch(es)"
-             f"{f' ({_MEMBERS_GRAD_ACCUM.value} when vmapped)' if _MEMBERS_GRAD_ACCUM.value else ''}"
-             f"; vocab {_VOCAB.value}; "
+             f" in {_GRAD_ACCUM.value} microbatch(es){vmapped_accum}; vocab {_VOCAB.value}; "
              f"{time.strftime('%Y-%m-%d')}")
   print(f"device: {machine}", flush=True)
 

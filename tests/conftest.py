@@ -5,8 +5,6 @@ import os
 
 import jax
 
-from stability import runtime
-
 
 def pytest_configure(config):
   """Most tests train tiny models of a few shapes: compiling each program once saves minutes.
@@ -14,7 +12,6 @@ def pytest_configure(config):
   threshold), and the JAX_* variables hand the same cache to every subprocess."""
   path = os.environ.setdefault(
       "STABILITY_JAX_CACHE", os.path.join(str(config.rootpath), ".pytest_cache", "jax-cache"))
-  runtime.enable_compilation_cache(path)
   settings = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
               "jax_persistent_cache_min_entry_size_bytes": 0,
               # The references are float32 and float64. On a GPU, JAX's default lets float32
