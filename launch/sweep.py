@@ -187,7 +187,7 @@ def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
 def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
              batch: bool = False) -> dict[str, int]:
   """Trains every unfinished point it can lock; returns counts by final status."""
-  from stability import batched, train  # jax and friends: not needed for --dry_run
+  from stability import batched, results, train  # jax and friends: not needed for --dry_run
 
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
     todo, locks = [], []
     for point in group:
       lock = PointLock(out_dir / ".locks", point.name)
-      if point_status(out_dir / point.name) in train.FINISHED:
+      if point_status(out_dir / point.name) in results.FINISHED:
         lock.clear_if_stale()
         count(point_status(out_dir / point.name))
         done_points += 1
@@ -214,7 +214,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
         count("locked")
         done_points += 1
         continue
-      if point_status(out_dir / point.name) in train.FINISHED:  # finished while we waited
+      if point_status(out_dir / point.name) in results.FINISHED:  # finished while we waited
         lock.release()
         count(point_status(out_dir / point.name))
         done_points += 1

@@ -14,6 +14,7 @@ from typing import Any
 from etils import epath
 
 STATUSES = ("running", "done", "diverged", "preempted", "failed")
+FINISHED = ("done", "diverged")  # a rerun of these returns the summary and trains nothing
 
 
 class WorkdirError(OSError):

@@ -102,3 +102,8 @@ def eval_step(params, tokens_BxL1: jax.Array, *, model: Decoder) -> jax.Array:
   logits_BxLxV = model.apply({"params": params}, tokens_BxL1[:, :-1])
   ce, _, _ = losses.cross_entropy_and_z_loss(logits_BxLxV, tokens_BxL1[:, 1:], 0.0)
   return ce
+
+
+def params_finite(params) -> jax.Array:
+  """Whether every parameter is finite (bool scalar)."""
+  return jnp.isfinite(optax.global_norm(params))

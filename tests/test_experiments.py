@@ -20,6 +20,7 @@ from analysis import sensitivity as sensitivity_lib
 from configs import fig1_qk_layernorm, grid, sizes
 from launch import sweep
 from stability import embedded_corpus
+from stability import results
 from stability import train
 from stability import validation
 
@@ -413,6 +414,6 @@ def test_cpu_point_trains(name, extra, arm, embedded_cache, tmp_path):
   config = grid.config_for(point, "cpu")
   grid.apply_overrides(config, {**TINY, "data.cache_dir": embedded_cache})
   summary = train.train_and_evaluate(config, str(tmp_path / point.name))
-  assert summary["status"] in train.FINISHED, summary
+  assert summary["status"] in results.FINISHED, summary
   rows = (tmp_path / point.name / "metrics.jsonl").read_text().splitlines()
   assert len(rows) == 3

@@ -25,6 +25,7 @@ import pytest
 from analysis import results as analysis_results
 from configs import base
 from stability import data as data_lib
+from stability import results
 from stability import train
 from stability import validation
 from tests import reference
@@ -252,18 +253,36 @@ def test_killed_before_final_summary_does_not_repeat_final_eval(tmp_path, uninte
   """Killed after the final eval row but before summary.json says done: the rerun finishes
   with one eval row per step (it used to append the final eval a second time)."""
   workdir = tmp_path / "run"
-  write_summary = train.results.RunFiles.write_summary
+  write_summary = results.RunFiles.write_summary
 
   def die_when_done(self, summary):
     if summary["status"] == "done":
       raise _Killed()
     write_summary(self, summary)
 
-  monkeypatch.setattr(train.results.RunFiles, "write_summary", die_when_done)
+  monkeypatch.setattr(results.RunFiles, "write_summary", die_when_done)
   with pytest.raises(_Killed):
     train.train_and_evaluate(tiny_config(RESUME), str(workdir))
   monkeypatch.undo()
   assert [r["step"] for r in read_jsonl(workdir / "eval.jsonl")][-1] == 20
+
+  assert train.train_and_evaluate(tiny_config(RESUME), str(workdir))["status"] == "done"
+  assert_same_run(workdir, uninterrupted)
+
+
+def test_checkpoint_of_the_earlier_loop_format_resumes(tmp_path, uninterrupted):
+  """Checkpoints written before single runs and batched sweeps shared one loop kept the loop's
+  bookkeeping as {init_eval_loss, over_margin, wall_s}: such a run still resumes exactly."""
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted, workdir)
+  shutil.rmtree(workdir / "checkpoints" / "20")
+  summary = json.loads((workdir / "summary.json").read_text())
+  (workdir / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+  loop_file = workdir / "checkpoints" / "15" / "loop" / "metadata"
+  saved = json.loads(loop_file.read_text())
+  assert saved["members"][0]["status"] == "running"
+  loop_file.write_text(json.dumps({"init_eval_loss": saved["init_eval_loss"], "over_margin": 0,
+                                   "wall_s": saved["wall_s"]}))
 
   assert train.train_and_evaluate(tiny_config(RESUME), str(workdir))["status"] == "done"
   assert_same_run(workdir, uninterrupted)
