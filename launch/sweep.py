@@ -201,7 +201,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
     counts[status] = counts.get(status, 0) + n
 
   for group in batch_groups(points, grid.scale, batch):
-    todo, locks = [], []
+    todo, locks, locked = [], [], False
     for point in group:
       lock = PointLock(out_dir / ".locks", point.name)
       if point_status(out_dir / point.name) in results.FINISHED:
@@ -212,6 +212,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
       if not lock.acquire():
         logging.info("%s is being run by another runner; skipping", point.name)
         count("locked")
+        locked = True
         done_points += 1
         continue
       if point_status(out_dir / point.name) in results.FINISHED:  # finished while we waited
@@ -224,13 +225,20 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
     if not todo:
       continue
     start = time.time()
-    dirs = [os.fspath(out_dir / p.name) for p in todo]
-    configs = [grid_lib.config_for(p, grid.scale) for p in todo]
+    members = todo
+    if len(group) > len(todo) and not locked and os.path.isdir(
+        batched.group_dir([os.fspath(out_dir / p.name) for p in group])):
+      # Members finished (diverged) in an interrupted batched run: the group resumes whole, from
+      # its own checkpoint, and the finished ones stay as they are.
+      members = group
+    dirs = [os.fspath(out_dir / p.name) for p in members]
+    configs = [grid_lib.config_for(p, grid.scale) for p in members]
     try:
-      if len(todo) == 1:
-        statuses = [train.train_and_evaluate(configs[0], dirs[0])["status"]]
+      if len(members) == 1:
+        summaries = [train.train_and_evaluate(configs[0], dirs[0])]
       else:
-        statuses = [s["status"] for s in batched.train_batched(configs, dirs)]
+        summaries = batched.train_batched(configs, dirs)
+      statuses = [s["status"] for p, s in zip(members, summaries) if p in todo]
     except Exception as e:  # a failed point never stops the grid
       logging.exception("%s failed: %s", ", ".join(p.name for p in todo), e)
       statuses = ["failed"] * len(todo)

@@ -7,9 +7,9 @@ keeps its own result folder, diagnostics, divergence status and summary: a diver
 NaNs stay in its own slice and the others train on undisturbed. One compile serves the whole
 sweep, and small models fill the machine better.
 
-The members' folders are exactly those `train.train_and_evaluate` would write (the same loop,
-`loop.train_group`, writes them); the shared checkpoint lives in
-`<first member's parent>/.batched/<group>/`.
+The members' folders are those `train.train_and_evaluate` would write, by the same loop
+(`loop.train_group`), with `batched_members` = K in the summary and the group's timings; the
+shared checkpoint lives in `<first member's parent>/.batched/<group>/`.
 """
 
 import functools

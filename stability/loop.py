@@ -53,16 +53,15 @@ def finished_summary(config: ml_collections.ConfigDict, workdir) -> dict | None:
   return summary if summary and summary.get("status") in results.FINISHED else None
 
 
-def _tensorboard_writer(workdir, is_writer: bool):
-  """clu's TensorBoard writer, or None (JSON lines only) when TensorFlow/clu are absent."""
-  if not is_writer:
-    return None
+def _tensorboard_writer(workdir):
+  """clu's TensorBoard event writer, written from a background thread (no console echo of
+  every scalar: the loop logs progress), or None when TensorFlow/clu are absent."""
   try:
     from clu import metric_writers  # imports TensorFlow
-    return metric_writers.create_default_writer(workdir, asynchronous=False)
   except ImportError as e:
     logging.warning("no TensorBoard events (%s); results are in the JSON-lines files", e)
     return None
+  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir)))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -83,7 +82,7 @@ class Member:
     self.config = config
     self.files = results.RunFiles(workdir, writer=is_writer)
     self.files.write_config(config_dict(config))
-    self.tensorboard = _tensorboard_writer(workdir, is_writer)
+    self.tensorboard = None  # opened by `open_tensorboard` once the member is to be trained
     self.status = "running"
     self.diverged_at = None
     self.over_margin = 0  # log rows in a row above ℓ0 + margin
@@ -93,6 +92,10 @@ class Member:
   @property
   def running(self) -> bool:
     return self.status == "running"
+
+  def open_tensorboard(self) -> None:
+    if self.files.writer and self.tensorboard is None:
+      self.tensorboard = _tensorboard_writer(self.files.dir)
 
   def bookkeeping(self) -> dict:
     return {"status": self.status, "diverged_at": self.diverged_at, "over": self.over_margin,
@@ -173,11 +176,13 @@ class Preemption:
 
 
 class Throughput:
-  """Steps/s, ETA and tokens/s, excluding compilation (the first two steps) and eval/checkpoints."""
+  """Steps/s, ETA and tokens/s of the steps, excluding compilation (the first two steps) and the
+  evals and checkpoints in between; `stop` waits for the last step and ends the clock."""
 
   def __init__(self):
     self.start_step = None
     self.start_time = None
+    self.stop_time = None
     self.paused_s = 0.0
     self.last_step = None
 
@@ -186,6 +191,10 @@ class Throughput:
       jax.block_until_ready(state.step)
       self.start_step, self.start_time = step + 1, time.time()
     self.last_step = step
+
+  def stop(self, state) -> None:
+    jax.block_until_ready(state.step)
+    self.stop_time = time.time()
 
   @contextlib.contextmanager
   def paused(self):
@@ -198,7 +207,7 @@ class Throughput:
   def steps_per_s(self) -> float | None:
     if self.start_step is None or self.last_step is None or self.last_step < self.start_step:
       return None
-    elapsed = time.time() - self.start_time - self.paused_s
+    elapsed = (self.stop_time or time.time()) - self.start_time - self.paused_s
     return (self.last_step + 1 - self.start_step) / max(elapsed, 1e-9)
 
   def tokens_per_s(self, tokens_per_step: int) -> float | None:
@@ -216,7 +225,7 @@ def _saved_members(loop: dict, k: int) -> list[dict]:
   if "members" in loop:
     return loop["members"]
   # A single run's checkpoint from before groups: its one member was running.
-  return [{"status": "running", "diverged_at": None, "over": loop.get("over_margin", 0),
+  return [{"status": "running", "diverged_at": None, "over": loop.pop("over_margin", 0),
            "final_loss": None, "final_step": None}] * k
 
 
@@ -229,8 +238,8 @@ def train_group(config, run, members: list[Member], checkpoint_dir) -> list[dict
   try:
     return _train(config, run, members, checkpoint_dir)
   except Exception as e:
-    for m in members:
-      if m.running:
+    for m in members:  # all but those whose verdict is on disk (finished or diverged before)
+      if (m.files.read_summary() or {}).get("status") not in results.FINISHED:
         m.files.write_summary({**(m.files.read_summary() or {}), "status": "failed",
                                "error": f"{type(e).__name__}: {e}"[:2000]})
     raise
@@ -252,9 +261,13 @@ def _train(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
       config.data, seq_len, process_index=pi, process_count=pc)]
 
   def eval_losses(params) -> np.ndarray:
-    """[K] eval CE; NaN where a member's parameters are not finite."""
-    losses = np.reshape(run.evaluate(params, eval_batches), (-1,))
-    return np.where(np.reshape(run.params_finite(params), (-1,)), losses, np.nan)
+    """[K] eval CE of each member."""
+    return np.reshape(run.evaluate(params, eval_batches), (-1,))
+
+  def final_losses(params) -> np.ndarray:
+    """[K] eval CE; NaN where a member's parameters are not all finite (a diverged run whose
+    eval could still look finite is not given a final loss)."""
+    return np.where(np.reshape(run.params_finite(params), (-1,)), eval_losses(params), np.nan)
 
   restored = ckpt.restore_latest(run.abstract_state)
   if restored is not None:
@@ -272,8 +285,6 @@ def _train(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
     for m in members:  # rows of an earlier attempt that left no checkpoint
       m.files.truncate(metrics_before=0, evals_through=-1)
       m.files.append_eval({"step": 0, "eval_loss": loop["init_eval_loss"]})
-      if m.tensorboard is not None:
-        m.tensorboard.write_hparams(_flatten(config_dict(m.config)))
   init_loss = loop["init_eval_loss"]
 
   flops_per_token = flops.model_flops_per_token(config.model, run.model_cfg.vocab_size)
@@ -292,6 +303,9 @@ def _train(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
 
   trained = [m for m in members if m.running]  # this session's; the others finished earlier
   for m in trained:
+    m.open_tensorboard()
+    if start == 0 and m.tensorboard is not None:
+      m.tensorboard.write_hparams(_flatten(config_dict(m.config)))
     m.files.write_summary(summary_of(m, start))
 
   def save(step: int, state) -> None:
@@ -310,7 +324,8 @@ def _train(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
       m.record(step, {k: float(v[m.index]) for k, v in host.items()}, init_loss)
     newly_diverged = [m for m in running if not m.running]
     if newly_diverged:
-      losses = eval_losses(state.params)
+      with timer.paused():
+        losses = final_losses(state.params)
       for m in newly_diverged:
         m.finish(steps_done, float(losses[m.index]))
         m.files.write_summary(summary_of(m, steps_done))
@@ -351,24 +366,25 @@ def _train(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
           save(step, state)
       if preempted:
         break
-    if pending is not None:
-      handle(*pending, state, step)
+  # Every log row is handled by now: at step == total and at a preemption (boundaries), or the
+  # loop ended because no member is running.
+  timer.stop(state)
+  tokens_per_s = timer.tokens_per_s(tokens_per_step)  # of each member
 
   live = [m for m in members if m.running]
   if preempted:
     for m in live:
       m.status = "preempted"
   elif live:
-    losses = eval_losses(state.params)
+    if step % t.ckpt_every != 0 and step > start:
+      save(step, state)  # members still running in it: a kill before the summaries redoes the eval
+    losses = final_losses(state.params)
     for m in live:
       m.status = "done"
       m.finish(step, float(losses[m.index]))
-    if step % t.ckpt_every != 0:
-      save(step, state)
   ckpt.close()
   loop["wall_s"] += time.time() - session_start
 
-  tokens_per_s = timer.tokens_per_s(tokens_per_step)  # of each member
   peak = flops.peak_flops_per_device(jax.devices()[0].device_kind)
   mfu = (len(members) * tokens_per_s * flops_per_token / (peak * jax.device_count())
          if peak and tokens_per_s else None)

@@ -106,4 +106,4 @@ def eval_step(params, tokens_BxL1: jax.Array, *, model: Decoder) -> jax.Array:
 
 def params_finite(params) -> jax.Array:
   """Whether every parameter is finite (bool scalar)."""
-  return jnp.isfinite(optax.global_norm(params))
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))

@@ -62,6 +62,12 @@ def test_batched_equals_separate_runs(tmp_path):
     s_sum = summary(s_dir)
     assert b_summary["status"] == s_sum["status"]
     assert b_summary["diverged_at_step"] == s_sum["diverged_at_step"]
+    assert b_summary["steps"] == s_sum["steps"]  # a diverged member's final eval at the same step
+    s_evals, b_evals = rows(s_dir, "eval.jsonl"), rows(b_dir, "eval.jsonl")
+    assert [r["step"] for r in b_evals] == [r["step"] for r in s_evals], lr
+    for s, b in zip(s_evals, b_evals):
+      if s["eval_loss"] == s["eval_loss"]:
+        assert b["eval_loss"] == pytest.approx(s["eval_loss"], rel=1e-5), (lr, s["step"])
     assert b_summary["init_eval_loss"] == pytest.approx(s_sum["init_eval_loss"], rel=1e-6)
     if s_sum["status"] == "done":
       assert b_summary["final_eval_loss"] == pytest.approx(s_sum["final_eval_loss"], rel=1e-5)
@@ -167,3 +173,39 @@ def test_batched_members_write_tensorboard_events(tmp_path):
   batched.train_batched([tiny(lr, cache) for lr in LRS[:2]], dirs)
   for d in dirs:
     assert [f for f in os.listdir(d) if f.startswith("events.out.tfevents")], os.listdir(d)
+
+
+def test_sweep_resumes_a_batched_group_whose_member_diverged_before_a_preemption(
+    tmp_path, monkeypatch, caplog):
+  """One member's verdict is on disk and the others were preempted: the rerun resumes the whole
+  group from its checkpoint (it used to start the survivors again, from step 0, as a new group)."""
+  import logging
+  from configs import fig1_qk_layernorm
+  from launch import sweep
+  from stability import loop
+  grid = sweep.with_extra_overrides(fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2"), {
+      "train.steps": 8, "opt.warmup_steps": 1, "train.log_every": 1, "train.eval_every": 4,
+      "train.ckpt_every": 4, "data.eval_batches": 1, "data.batch_size": 4, "model.seq_len": 16,
+      "data.source": "synthetic", "data.synthetic_vocab_size": 259})
+  only = r"lr1e-0[123]_qkln-on"
+  record = loop.Member.record
+
+  def lr_1e1_diverges_at_2(self, step, row, init_loss):
+    record(self, step, row, init_loss)
+    if self.files.dir.name.startswith("d64-L2_lr1e-01") and step == 2:
+      self.status, self.diverged_at = "diverged", 2
+  monkeypatch.setattr(loop.Member, "record", lr_1e1_diverges_at_2)
+  reached = loop.Preemption.reached
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop.Preemption, "reached", lambda self, step: step == 6 or reached(self, step))
+    assert sweep.run_grid(grid, str(tmp_path), only=only, batch=True) == {
+        "diverged": 1, "preempted": 2}
+  with caplog.at_level(logging.INFO):
+    assert sweep.run_grid(grid, str(tmp_path), only=only, batch=True) == {
+        "diverged": 1, "done": 2}
+  assert "from step 6" in caplog.text
+  assert len(os.listdir(tmp_path / ".batched")) == 1
+  for name in ("d64-L2_lr1e-02_qkln-on", "d64-L2_lr1e-03_qkln-on"):
+    assert [r["step"] for r in rows(tmp_path / name, "metrics.jsonl")] == list(range(8))
+  diverged = summary(tmp_path / "d64-L2_lr1e-01_qkln-on")
+  assert (diverged["status"], diverged["diverged_at_step"]) == ("diverged", 2)

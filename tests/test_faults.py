@@ -448,6 +448,29 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, reference, monkeypa
   tally(faults=1, disk=1, recovered=1, identical=1)
 
 
+@pytest.mark.parametrize("where", ["async_write", "sync_save"])
+def test_failed_final_save_is_recorded_then_rerun_finishes(tmp_path, reference, monkeypatch,
+                                                           caplog, where):
+  """Disk full while saving the final checkpoint (step 12; checkpoints every 5): status failed
+  with the error, not running or done; the rerun resumes from 10 and ends equal to the
+  reference run. An asynchronous write fails after the loop has called the run done."""
+  workdir = tmp_path / "run"
+  config = fault_config({"train.ckpt_every": 5})
+  _fail_orbax_save_of(STEPS, where, monkeypatch)
+  with pytest.raises(OSError, match=f"saving checkpoint {STEPS}"):
+    train.train_and_evaluate(config, str(workdir))
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["status"] == "failed" and f"checkpoint {STEPS}" in summary["error"], summary
+
+  monkeypatch.undo()
+  caplog.clear()
+  caplog.set_level(logging.INFO)
+  assert train.train_and_evaluate(config, str(workdir))["status"] == "done"
+  assert resumed_from(caplog) == 10, run_log(caplog)[-3000:]
+  assert_same_run(workdir, reference / "seed0")
+  tally(faults=1, disk=1, recovered=1, identical=1)
+
+
 # --- 5. concurrent sweep runners, a killed sweep ----------------------------------------------
 
 

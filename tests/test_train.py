@@ -270,6 +270,32 @@ def test_killed_before_final_summary_does_not_repeat_final_eval(tmp_path, uninte
   assert_same_run(workdir, uninterrupted)
 
 
+LAST_STEP_UNSAVED = {**RESUME, "train.ckpt_every": 8}  # 20 steps: the end is no checkpoint step
+
+
+def test_killed_after_the_final_checkpoint_redoes_only_the_final_eval(tmp_path):
+  """When the last step is no checkpoint step, the final checkpoint is written before the final
+  eval and still calls the run running: killed before summary.json says done, the rerun restores
+  it and finishes (it used to find members marked done and do nothing, forever "running")."""
+  reference = tmp_path / "reference"
+  assert train.train_and_evaluate(tiny_config(LAST_STEP_UNSAVED), str(reference))["status"] == "done"
+  workdir = tmp_path / "run"
+  write_summary = results.RunFiles.write_summary
+
+  def die_when_done(self, summary):
+    if summary["status"] == "done":
+      raise _Killed()
+    write_summary(self, summary)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(results.RunFiles, "write_summary", die_when_done)
+    with pytest.raises(_Killed):
+      train.train_and_evaluate(tiny_config(LAST_STEP_UNSAVED), str(workdir))
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [16, 20]
+  assert train.train_and_evaluate(tiny_config(LAST_STEP_UNSAVED), str(workdir))["status"] == "done"
+  assert_same_run(workdir, reference)
+
+
 def test_checkpoint_of_the_earlier_loop_format_resumes(tmp_path, uninterrupted):
   """Checkpoints written before single runs and batched sweeps shared one loop kept the loop's
   bookkeeping as {init_eval_loss, over_margin, wall_s}: such a run still resumes exactly."""
