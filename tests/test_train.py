@@ -248,37 +248,13 @@ class _Killed(BaseException):
   """Stands for a SIGKILL in-process: no `except Exception` handler sees it."""
 
 
-def test_killed_before_final_summary_does_not_repeat_final_eval(tmp_path, uninterrupted,
-                                                                monkeypatch):
-  """Killed after the final eval row but before summary.json says done: the rerun finishes
-  with one eval row per step (it used to append the final eval a second time)."""
-  workdir = tmp_path / "run"
-  write_summary = results.RunFiles.write_summary
-
-  def die_when_done(self, summary):
-    if summary["status"] == "done":
-      raise _Killed()
-    write_summary(self, summary)
-
-  monkeypatch.setattr(results.RunFiles, "write_summary", die_when_done)
-  with pytest.raises(_Killed):
-    train.train_and_evaluate(tiny_config(RESUME), str(workdir))
-  monkeypatch.undo()
-  assert [r["step"] for r in read_jsonl(workdir / "eval.jsonl")][-1] == 20
-
-  assert train.train_and_evaluate(tiny_config(RESUME), str(workdir))["status"] == "done"
-  assert_same_run(workdir, uninterrupted)
-
-
-LAST_STEP_UNSAVED = {**RESUME, "train.ckpt_every": 8}  # 20 steps: the end is no checkpoint step
-
-
-def test_killed_after_the_final_checkpoint_redoes_only_the_final_eval(tmp_path):
-  """When the last step is no checkpoint step, the final checkpoint is written before the final
-  eval and still calls the run running: killed before summary.json says done, the rerun restores
-  it and finishes (it used to find members marked done and do nothing, forever "running")."""
-  reference = tmp_path / "reference"
-  assert train.train_and_evaluate(tiny_config(LAST_STEP_UNSAVED), str(reference))["status"] == "done"
+@pytest.mark.parametrize("ckpt_every", [5, 8], ids=["end_saved_in_loop", "end_saved_after"])
+def test_killed_before_final_summary_finishes_on_rerun(tmp_path, uninterrupted, ckpt_every):
+  """Killed after the final eval row but before summary.json says done: the rerun finishes with
+  one eval row per step (it used to append the final eval a second time). When step 20 is no
+  checkpoint step (every 8), the final checkpoint is written before the final eval and still
+  calls the run running (a kill there used to leave the run "running" for ever)."""
+  config = tiny_config({**RESUME, "train.ckpt_every": ckpt_every})
   workdir = tmp_path / "run"
   write_summary = results.RunFiles.write_summary
 
@@ -290,10 +266,12 @@ def test_killed_after_the_final_checkpoint_redoes_only_the_final_eval(tmp_path):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(results.RunFiles, "write_summary", die_when_done)
     with pytest.raises(_Killed):
-      train.train_and_evaluate(tiny_config(LAST_STEP_UNSAVED), str(workdir))
-  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [16, 20]
-  assert train.train_and_evaluate(tiny_config(LAST_STEP_UNSAVED), str(workdir))["status"] == "done"
-  assert_same_run(workdir, reference)
+      train.train_and_evaluate(config, str(workdir))
+  assert [r["step"] for r in read_jsonl(workdir / "eval.jsonl")][-1] == 20
+  assert (workdir / "checkpoints" / "20").is_dir()  # the rerun restores step 20
+
+  assert train.train_and_evaluate(config, str(workdir))["status"] == "done"
+  assert_same_run(workdir, uninterrupted)  # checkpoint steps do not change the training
 
 
 def test_checkpoint_of_the_earlier_loop_format_resumes(tmp_path, uninterrupted):
