@@ -108,7 +108,7 @@ def _footnote(runs: pd.DataFrame, footnote: str | None) -> str:
 
 
 def _draw_loss_curve(ax: Axes, runs: pd.DataFrame, init_loss: float, color: Any,
-                     label: str) -> None:
+                     label: str, linestyle: str = "-") -> None:
   """One size: the clipped loss min(ℓ, ℓ0) vs LR, diverged points drawn at ℓ0 as crosses."""
   runs = runs.sort_values("lr")
   lrs = runs["lr"].to_numpy(float)
@@ -116,7 +116,7 @@ def _draw_loss_curve(ax: Axes, runs: pd.DataFrame, init_loss: float, color: Any,
   failed = (runs["status"] == "diverged").to_numpy() | ~np.isfinite(losses)
   shown = sensitivity.clipped_losses(losses, init_loss, failed) if np.isfinite(init_loss) \
       else np.where(failed, np.nan, losses)
-  ax.plot(lrs, shown, "-", color=color, label=label, marker="o", markersize=4)
+  ax.plot(lrs, shown, linestyle, color=color, label=label, marker="o", markersize=4)
   if failed.any() and np.isfinite(init_loss):
     ax.plot(lrs[failed], shown[failed], "x", color="crimson", markersize=8, mew=2)
 
@@ -397,8 +397,8 @@ def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
   init_loss = float(runs["init_eval_loss"].mean())
   for arm in arms:
     for i, (size, group) in enumerate(runs[runs["arm"] == arm].groupby("size", sort=True)):
-      _draw_loss_curve(ax_lr, group, init_loss, colors[arm], f"{arm} {size}")
-      ax_lr.lines[-1].set_linestyle(LINESTYLES[i % len(LINESTYLES)])
+      _draw_loss_curve(ax_lr, group, init_loss, colors[arm], f"{arm} {size}",
+                       linestyle=LINESTYLES[i % len(LINESTYLES)])
     at_lr = runs[(runs["arm"] == arm) & np.isclose(runs["lr"], lr)]
     for _, row in at_lr.iterrows():
       m = results.load_metrics(row["run_dir"], columns=["attn_logit_max/block_0", "train_loss"])

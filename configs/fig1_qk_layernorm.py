@@ -10,21 +10,15 @@ weight decay). Makes: final eval loss vs LR per size (Fig 1 top), LR sensitivity
 
 from configs import grid
 
-ARMS = {
-    "qkln-on": {"model.qk_layernorm": "per_head"},
-    "qkln-off": {"model.qk_layernorm": "off"},
-}
-
 
 def get_grid(arg: str | None = None) -> grid.Grid:
-  kv = grid.parse_scale_arg(arg)
+  kv = grid.parse_grid_arg(arg)
   scale = kv["scale"]
-  sizes = kv["sizes"].split("+") if "sizes" in kv else grid.SCALE_SIZES[scale]
-  lo, hi = grid.SCALE_RANGE[scale]
   return grid.Grid(
       experiment="fig1_qk_layernorm", scale=scale, figure="Fig 1, Fig 2, Fig E.1",
-      points=grid.sweep(ARMS, sizes, grid.SCALE_LRS[scale]),
-      sensitivity={"rule": "single", "ranges": [[lo, hi]]})
+      points=grid.sweep(grid.QKLN_ARMS, grid.sizes_arg(kv, grid.SCALE_SIZES[scale]),
+                        grid.SCALE_LRS[scale]),
+      sensitivity=grid.single_sensitivity(scale))
 
 
 def get_config(arg: str | None = None):

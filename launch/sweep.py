@@ -204,9 +204,9 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
     todo, locks, locked = [], [], False
     for point in group:
       lock = PointLock(out_dir / ".locks", point.name)
-      if point_status(out_dir / point.name) in results.FINISHED:
+      if (status := point_status(out_dir / point.name)) in results.FINISHED:
         lock.clear_if_stale()
-        count(point_status(out_dir / point.name))
+        count(status)
         done_points += 1
         continue
       if not lock.acquire():
@@ -215,9 +215,9 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
         locked = True
         done_points += 1
         continue
-      if point_status(out_dir / point.name) in results.FINISHED:  # finished while we waited
+      if (status := point_status(out_dir / point.name)) in results.FINISHED:  # finished meanwhile
         lock.release()
-        count(point_status(out_dir / point.name))
+        count(status)
         done_points += 1
         continue
       todo.append(point)

@@ -295,9 +295,7 @@ def check(config, topo: Topology, backend: str, diagnose: bool = False,
   t0 = time.time()
   try:
     with run.context():
-      # the jitted step takes (state, batch) and, where Run has them, traced scalar hypers
-      extra = (run.hypers,) if hasattr(run, "hypers") else ()
-      compiled = step.lower(state, batch_abs, *extra).compile()
+      compiled = step.lower(state, batch_abs, run.hypers).compile()
   except Exception as e:  # XlaRuntimeError (OOM, bad sharding), ValueError from jit
     msg = str(e)
     if "RESOURCE_EXHAUSTED" in msg or "out of memory" in msg.lower():

@@ -5,16 +5,16 @@ import os
 import jax
 
 
-def enable_compilation_cache(path: str | None = None) -> str | None:
+def enable_compilation_cache() -> None:
   """JAX's persistent compilation cache: a grid compiles each architecture once, ever.
 
-  Location: `path`, else $STABILITY_JAX_CACHE, else ~/.cache/stability/jax ('' disables it).
+  Location: JAX's own setting if made (JAX_COMPILATION_CACHE_DIR), else $STABILITY_JAX_CACHE,
+  else ~/.cache/stability/jax ('' disables it).
   """
-  if path is None:
-    path = os.environ.get("STABILITY_JAX_CACHE",
-                          os.path.join(os.path.expanduser("~"), ".cache", "stability", "jax"))
-  if not path:
-    return None
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  return path
+  if jax.config.jax_compilation_cache_dir:
+    return
+  path = os.environ.get("STABILITY_JAX_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache", "stability", "jax"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

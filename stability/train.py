@@ -123,9 +123,16 @@ class Run:
   def global_batch(self, local_BxL1: np.ndarray) -> jax.Array:
     return jax.make_array_from_process_local_data(self.batch_sharding, local_BxL1)
 
+  @functools.cached_property
+  def _device_hypers(self):
+    """`hypers` on the devices: copied once, not from the host at every step (and not at
+    construction: the AOT compile check builds a Run on devices that cannot hold data)."""
+    return jax.device_put(self.hypers, sharding.replicated(self.mesh))
+
   def train_step(self, state, batch, diagnose: bool):
     with self.context():
-      return (self._diagnose_step if diagnose else self._train_step)(state, batch, self.hypers)
+      step = self._diagnose_step if diagnose else self._train_step
+      return step(state, batch, self._device_hypers)
 
   def evaluate(self, params, eval_batches) -> float:
     with self.context():

@@ -2,10 +2,10 @@
 
 import math
 
+from stability import data as data_lib
 from stability import model as model_lib
 from stability import optim
 
-DATA_SOURCES = ("c4", "text", "embedded", "tokens", "synthetic")
 DTYPES = ("bfloat16", "float32", "float16")
 
 
@@ -99,7 +99,7 @@ def validate(cfg) -> None:
   _positive(cfg, "train", "divergence_margin", allow_zero=True)
 
   d = cfg.data
-  _one_of(cfg, "data", "source", DATA_SOURCES)
+  _one_of(cfg, "data", "source", data_lib.SOURCES)
   _require(_is_int(d.batch_size) and d.batch_size > 0, "data.batch_size", d.batch_size,
            "an integer > 0 (global batch, in sequences)")
   _require(d.batch_size % t.grad_accum == 0, "train.grad_accum", t.grad_accum,

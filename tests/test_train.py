@@ -29,6 +29,7 @@ from stability import results
 from stability import train
 from stability import validation
 from tests import reference
+from tests.faults_util import read_jsonl, snapshot
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = 259  # the embedded corpus's byte vocabulary: synthetic runs share its programs
@@ -99,19 +100,8 @@ _HOOKED_MAIN = textwrap.dedent("""
 """)
 
 
-def read_jsonl(path):
-  """Rows of a JSON-lines file (NaN allowed, as json writes it)."""
-  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
-
-
 def losses_by_step(workdir):
   return {r["step"]: r["train_loss"] for r in read_jsonl(pathlib.Path(workdir) / "metrics.jsonl")}
-
-
-def snapshot(directory):
-  """{relative path: bytes} of every file under `directory`."""
-  root = pathlib.Path(directory)
-  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="session")
