@@ -109,13 +109,17 @@ def _footnote(runs: pd.DataFrame, footnote: str | None) -> str:
 
 def _draw_loss_curve(ax: Axes, runs: pd.DataFrame, init_loss: float, color: Any,
                      label: str, linestyle: str = "-") -> None:
-  """One size: the clipped loss min(ℓ, ℓ0) vs LR, diverged points drawn at ℓ0 as crosses."""
+  """One size: the clipped loss min(ℓ, ℓ0) vs LR (the mean over seeds), diverged points drawn
+  at ℓ0 as crosses (an LR where every seed diverged)."""
   runs = runs.sort_values("lr")
-  lrs = runs["lr"].to_numpy(float)
   losses = runs["final_eval_loss"].to_numpy(float)
   failed = (runs["status"] == "diverged").to_numpy() | ~np.isfinite(losses)
-  shown = sensitivity.clipped_losses(losses, init_loss, failed) if np.isfinite(init_loss) \
+  clipped = sensitivity.clipped_losses(losses, init_loss, failed) if np.isfinite(init_loss) \
       else np.where(failed, np.nan, losses)
+  per_lr = pd.DataFrame({"lr": runs["lr"].to_numpy(float), "loss": clipped, "failed": failed})
+  per_lr = per_lr.groupby("lr").agg(loss=("loss", "mean"), failed=("failed", "all"))
+  lrs, shown, failed = (per_lr.index.to_numpy(float), per_lr["loss"].to_numpy(float),
+                        per_lr["failed"].to_numpy(bool))
   ax.plot(lrs, shown, linestyle, color=color, label=label, marker="o", markersize=4)
   if failed.any() and np.isfinite(init_loss):
     ax.plot(lrs[failed], shown[failed], "x", color="crimson", markersize=8, mew=2)

@@ -43,7 +43,7 @@ KEY_CONFIG = (
 
 NUMERIC_COLUMNS = ("d_model", "num_layers", "num_params", "lr", "init_eval_loss",
                    "final_eval_loss", "diverged_at_step", *SUMMARY_FIELDS)
-BASE_COLUMNS = ("name", "arm", "size", "d_model", "num_layers", "num_params", "lr", "status",
+BASE_COLUMNS = ("name", "arm", "size", "d_model", "num_layers", "num_params", "lr", "seed", "status",
                 "init_eval_loss", "final_eval_loss", "diverged_at_step", *SUMMARY_FIELDS,
                 "run_dir")
 
@@ -314,6 +314,7 @@ def _run_row(run_dir: Any, point: dict | None, problems: Problems) -> dict:
       "num_layers": num_layers,
       "num_params": _number(summary.get("num_params")),
       "lr": _number(point.get("lr", config.get("opt.peak_lr"))),
+      "seed": int(config.get("train.seed") or 0),
       "status": str(summary.get("status", "unknown")),
       "init_eval_loss": _number(summary.get("init_eval_loss")),
       "final_eval_loss": _number(summary.get("final_eval_loss")),

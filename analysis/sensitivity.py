@@ -191,14 +191,15 @@ def group_sensitivity(group: pd.DataFrame, rule: Rule, label: str,
   }
 
 
-TABLE_COLUMNS = ("arm", "size", "num_params", "d_model", "num_layers", "sensitivity", "best_lr",
+TABLE_COLUMNS = ("arm", "size", "seed", "num_params", "d_model", "num_layers", "sensitivity", "best_lr",
                  "best_loss", "init_loss", "n_runs", "n_diverged", "lr_range", "rule")
 
 
 def sensitivity_table(runs: pd.DataFrame, rule: Rule | None = None) -> pd.DataFrame:
   """LR sensitivity per (arm, size) of a runs table from `results.load_runs`.
 
-  Columns: arm, size, num_params, d_model, num_layers, sensitivity, best_lr, best_loss,
+  One row per (arm, size, seed): replicates (`train.seed`) are scored separately.
+  Columns: arm, size, seed, num_params, d_model, num_layers, sensitivity, best_lr, best_loss,
   init_loss (ℓ0), n_runs, n_diverged (in the range used), lr_range, rule; sorted by arm then
   size. Runs that are not done/diverged are left out with a warning (failed is not diverged).
   `attrs["problems"]` lists those notes.
@@ -206,12 +207,16 @@ def sensitivity_table(runs: pd.DataFrame, rule: Rule | None = None) -> pd.DataFr
   problems = results.Problems()
   spec = (runs.attrs.get("sweep") or {}).get("sensitivity")
   rows = []
-  groups = usable_runs(runs, problems).groupby(["arm", "size"], sort=False, dropna=False)
-  for (arm, size), group in groups:
-    label = f"{arm} {size}"
-    rows.append(group_sensitivity(group, rule_for(arm, group, spec, rule), label, problems))
+  usable = usable_runs(runs, problems)
+  if "seed" not in usable.columns:
+    usable = usable.assign(seed=0)
+  groups = usable.groupby(["arm", "size", "seed"], sort=False, dropna=False)
+  for (arm, size, seed), group in groups:
+    label = f"{arm} {size}" + (f" seed {seed}" if seed else "")
+    row = group_sensitivity(group, rule_for(arm, group, spec, rule), label, problems)
+    rows.append({**row, "seed": seed})
   table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-  table = table.sort_values(["arm", "num_params"]).reset_index(drop=True)
+  table = table.sort_values(["arm", "num_params", "seed"]).reset_index(drop=True)
   table.attrs["problems"] = problems.items
   table.attrs["sweep"] = runs.attrs.get("sweep") or {}
   return table

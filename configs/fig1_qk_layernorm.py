@@ -10,6 +10,10 @@ weight decay). Makes: final eval loss vs LR per size (Fig 1 top), LR sensitivity
 
 from configs import grid
 
+# Two replicates at cpu scale, so that the gap between the arms is compared with the spread
+# between seeds; one at gpu and paper scale (pass seeds=0+1 for more).
+SEEDS = {"cpu": (0, 1), "gpu": (0,), "paper": (0,)}
+
 
 def get_grid(arg: str | None = None) -> grid.Grid:
   kv = grid.parse_grid_arg(arg)
@@ -17,7 +21,7 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   return grid.Grid(
       experiment="fig1_qk_layernorm", scale=scale, figure="Fig 1, Fig 2, Fig E.1",
       points=grid.sweep(grid.QKLN_ARMS, grid.sizes_arg(kv, grid.SCALE_SIZES[scale]),
-                        grid.SCALE_LRS[scale]),
+                        grid.SCALE_LRS[scale], grid.seeds_arg(kv, SEEDS[scale])),
       sensitivity=grid.single_sensitivity(scale))
 
 

@@ -1,0 +1,210 @@
+"""What the claims of analysis/claims.py read from sweeps: verdicts, spreads, loss curves, growth.
+
+A check returns a `Finding`: what it measured and a verdict, one of
+
+  reproduced                  the direction the paper states holds, beyond the seed-to-seed spread
+  not reproduced              it does not
+  not testable at this scale  the runs cannot show it; the reason says why
+  not run                     a sweep it needs has no finished runs
+
+The seed-to-seed spread comes from the replicated headline sweep (fig1): the largest range of LR
+sensitivity across the seeds of one (arm, size), and the median gap between two seeds' final
+losses at one grid point. Sweeps with one seed are judged against that spread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis import results, sensitivity
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_TESTABLE = "not testable at this scale"
+NOT_RUN = "not run"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, NOT_RUN)
+
+HEADLINE = "fig1_qk_layernorm"
+LOGIT = "attn_logit_max/block_0"
+# "Grows by orders of magnitude": at least two, from the first logged step to its peak.
+ORDERS_OF_MAGNITUDE = 100.0
+# A run "fails" at an LR once its loss is this far from its arm's best back towards ℓ0.
+FAILED_FRACTION = 0.2
+# Floors of the spreads, for sweeps whose seeds happen to agree to the last digit.
+MIN_SENS_SPREAD = 0.01
+MIN_LOSS_SPREAD = 0.01
+
+
+@dataclasses.dataclass
+class Finding:
+  verdict: str
+  ours: str                      # one line: what we measured
+  reason: str = ""               # why the verdict, in a sentence or two
+  numbers: dict = dataclasses.field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading sweeps
+
+
+class Sweeps:
+  """The run tables of the sweeps under `root` (`<root>/<experiment>/`), loaded once each."""
+
+  def __init__(self, root: results.PathLike, tables: dict[str, pd.DataFrame] | None = None):
+    self.root = results.as_path(root) if root is not None else None
+    self._tables = dict(tables or {})
+
+  def runs(self, experiment: str) -> pd.DataFrame | None:
+    """The finished runs of one sweep; None if it has none."""
+    if experiment not in self._tables:
+      path = self.root / experiment if self.root is not None else None
+      self._tables[experiment] = (results.load_runs(path) if path is not None and path.exists()
+                                  else None)
+    runs = self._tables[experiment]
+    if runs is None or runs.empty:
+      return None
+    finished = runs[runs["status"].isin(results.FINISHED)]
+    return finished if len(finished) else None
+
+  @functools.cached_property
+  def spread(self) -> "Spread":
+    return Spread.of(self.runs(HEADLINE))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+  """Seed-to-seed spread of the headline sweep (floors when it has one seed or none)."""
+  sensitivity: float
+  loss: float
+  seeds: int
+
+  @classmethod
+  def of(cls, runs: pd.DataFrame | None) -> "Spread":
+    if runs is None or runs["seed"].nunique() < 2:
+      return cls(MIN_SENS_SPREAD, MIN_LOSS_SPREAD, 0 if runs is None else 1)
+    table = sensitivity_by_seed(runs)
+    ranges = table.groupby(["arm", "size"])["sensitivity"].agg(lambda s: s.max() - s.min())
+    losses = clipped_losses(runs).pivot_table(index=["arm", "size", "lr"], columns="seed",
+                                              values="loss")
+    gaps = (losses.max(axis=1) - losses.min(axis=1)).dropna()
+    return cls(max(float(ranges.max()), MIN_SENS_SPREAD),
+               max(float(gaps.median()) if len(gaps) else 0.0, MIN_LOSS_SPREAD),
+               int(runs["seed"].nunique()))
+
+
+def sensitivity_by_seed(runs: pd.DataFrame) -> pd.DataFrame:
+  """The sensitivity table of `runs` (one row per arm, size and seed), with the sweep's rule."""
+  return sensitivity.sensitivity_table(runs)
+
+
+def mean_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
+  """Per (arm, size): mean LR sensitivity over seeds, its range, num_params and the best LR."""
+  table = sensitivity_by_seed(runs)
+  return table.groupby(["arm", "size"], as_index=False).agg(
+      num_params=("num_params", "first"), sensitivity=("sensitivity", "mean"),
+      seed_range=("sensitivity", lambda s: s.max() - s.min()), seeds=("seed", "nunique"),
+      best_lr=("best_lr", "median"), best_loss=("best_loss", "mean"),
+      init_loss=("init_loss", "mean")).sort_values(["arm", "num_params"])
+
+
+def clipped_losses(runs: pd.DataFrame) -> pd.DataFrame:
+  """arm, size, num_params, lr, seed and `loss`: the final eval loss, ℓ0 if diverged or above."""
+  init = runs["init_eval_loss"].to_numpy(float)
+  loss = runs["final_eval_loss"].to_numpy(float)
+  failed = (runs["status"] == "diverged").to_numpy() | ~np.isfinite(loss)
+  clipped = np.where(failed, init, np.minimum(loss, init))
+  return runs[["arm", "size", "num_params", "lr", "seed"]].assign(loss=clipped, init=init)
+
+
+def loss_curve(runs: pd.DataFrame, arm: str, size: str) -> pd.Series:
+  """Clipped final loss vs LR for one arm and size, the mean over seeds."""
+  table = clipped_losses(runs)
+  rows = table[(table["arm"] == arm) & (table["size"] == size)]
+  return rows.groupby("lr")["loss"].mean().sort_index()
+
+
+def critical_lr(curve: pd.Series, init_loss: float) -> float:
+  """The smallest LR at which the loss is FAILED_FRACTION of the way from its best back to ℓ0.
+
+  inf when no LR of the grid fails.
+  """
+  best = curve.min()
+  failed = curve[curve >= best + FAILED_FRACTION * (init_loss - best)]
+  failed = failed[failed.index > curve.idxmin()]
+  return float(failed.index.min()) if len(failed) else math.inf
+
+
+def sizes_by_params(runs: pd.DataFrame) -> list[str]:
+  return list(runs.groupby("size")["num_params"].first().sort_values().index)
+
+
+def arm_rows(table: pd.DataFrame, arm: str) -> pd.DataFrame:
+  return table[table["arm"] == arm].sort_values("num_params")
+
+
+def metric_frame(run_dir: str, *metrics: str) -> pd.DataFrame:
+  return results.load_metrics(run_dir, columns=["step", *metrics])
+
+
+def peak_growth(run_dir: str, metric: str = LOGIT) -> tuple[float, float, int | None]:
+  """(peak / first finite value, peak, step of the peak) of a metric over training."""
+  m = metric_frame(run_dir, metric)
+  if metric not in m or m.empty:
+    return math.nan, math.nan, None
+  values = m[metric].astype(float)
+  finite = values[np.isfinite(values)]
+  if finite.empty or finite.iloc[0] <= 0:
+    return math.nan, math.nan, None
+  peak_index = finite.idxmax()
+  return float(finite.max() / finite.iloc[0]), float(finite.max()), int(m.loc[peak_index, "step"])
+
+
+def final_value(run_dir: str, metric: str) -> float:
+  """The metric at the last logged step where it is finite (NaN if never)."""
+  m = metric_frame(run_dir, metric)
+  if metric not in m:
+    return math.nan
+  finite = m[metric][np.isfinite(m[metric].astype(float))]
+  return float(finite.iloc[-1]) if len(finite) else math.nan
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+  """Rank correlation; NaN with fewer than three finite pairs."""
+  frame = pd.DataFrame({"x": x, "y": y}).replace([np.inf, -np.inf], np.nan).dropna()
+  if len(frame) < 3:
+    return math.nan
+  return float(frame["x"].rank().corr(frame["y"].rank()))
+
+
+def combine(parts: dict[str, str]) -> str:
+  """One verdict from the verdicts of a claim's parts."""
+  verdicts = set(parts.values())
+  if NOT_RUN in verdicts:
+    return NOT_RUN
+  if NOT_REPRODUCED in verdicts:
+    return NOT_REPRODUCED
+  if NOT_TESTABLE in verdicts:
+    return NOT_TESTABLE
+  return REPRODUCED
+
+
+def judged(holds: bool) -> str:
+  return REPRODUCED if holds else NOT_REPRODUCED
+
+
+def missing(*experiments: str) -> Finding:
+  return Finding(NOT_RUN, "no finished runs",
+                 f"run `python -m launch.reproduce --only={','.join(experiments)}`",
+                 {"missing": list(experiments)})
+
+
+def fmt(x: float, digits: int = 3) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "-" if x is None or math.isnan(x) else ("∞" if x > 0 else "-∞")
+  return f"{x:.{digits}g}"

@@ -1,0 +1,127 @@
+"""docs/reproduction.md: every claim of analysis/claims.py checked on a folder of sweeps.
+
+  python -m analysis.reproduction reference/cpu [--doc=docs/reproduction.md] [--figures=true]
+
+The page is a pure function of the runs: `render(root)` returns its text, so a test can redraw it
+from the committed reference runs and compare. Figures go to `<doc without .md>/<experiment>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import Sequence
+
+from analysis import claims as claims_lib
+from analysis import evidence as ev
+from analysis import results
+
+COMMAND = "python -m launch.reproduce"
+SETTING = (
+    "Every experiment runs at `scale=cpu`: the embedded corpus (Python standard-library "
+    "docstrings, byte-level vocabulary of 259 ids), batch 16 × 128 tokens, 300 steps with a "
+    "30-step linear warm-up and a cosine decay to 1e-5, AdamW (β2 = 0.95, ε = 1e-8, clipping at "
+    "1), independent weight decay 1e-4, z-loss 1e-4, qk-layernorm per head unless an arm turns "
+    "it off, bfloat16 activations with float32 parameters. The model ladder is d64-L2, d128-L2 "
+    "and d128-L4 (head dim 64, as in the paper). LR sensitivity uses the range [3e-3, 0.3] "
+    "(see configs/grid.py for why not [3e-4, 0.3]). Each experiment's file in configs/ says "
+    "what it changes from this.")
+
+
+def _figure_links(doc_dir: str, figures_dir: str, experiments: Sequence[str]) -> list[str]:
+  links = []
+  for experiment in experiments:
+    folder = os.path.join(figures_dir, experiment)
+    if os.path.isdir(folder):
+      for name in sorted(os.listdir(folder)):
+        if name.endswith(".png"):
+          links.append(os.path.relpath(os.path.join(folder, name), doc_dir))
+  return links
+
+
+def _timing(root: str, experiment: str) -> str:
+  try:
+    with open(os.path.join(root, experiment, "timing.json")) as f:
+      t = json.load(f)
+    return f"{t['runs']} runs, {t['train_minutes_alone']:.0f} min of training when run alone"
+  except (OSError, json.JSONDecodeError, KeyError):
+    return "not run"
+
+
+def _escape(text: str) -> str:
+  return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(root: str, doc: str = "docs/reproduction.md",
+           found: list[tuple[claims_lib.Claim, ev.Finding]] | None = None) -> str:
+  """The page's markdown for the sweeps under `root`."""
+  found = found if found is not None else claims_lib.evaluate(root)
+  doc_dir = os.path.dirname(doc) or "."
+  figures_dir = os.path.splitext(doc)[0]
+  spread = ev.Sweeps(root).spread
+  counts = {v: sum(f.verdict == v for _, f in found) for v in ev.VERDICTS}
+  lines = [
+      "# Does it reproduce the paper? (cpu scale)", "",
+      f"Drawn by `python -m analysis.reproduction {root}` from the runs in `{root}/`, which "
+      f"`{COMMAND}` (`make reproduce`) trains and writes. Do not edit it by hand: rerun that.", "",
+      SETTING, "",
+      f"Seed-to-seed spread (headline sweep, {spread.seeds} seeds): LR sensitivity "
+      f"{ev.fmt(spread.sensitivity)}, final loss {ev.fmt(spread.loss)}. A direction counts as "
+      "reproduced only where it exceeds these.", "",
+      "Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in ev.VERDICTS if counts[v]) + ".", "",
+      "| # | figure | paper | ours | verdict |", "|---|---|---|---|---|",
+  ]
+  for claim, f in found:
+    lines.append(f"| {claim.number} | {claim.figure} | {_escape(claim.paper)} | "
+                 f"{_escape(f.ours)} | **{f.verdict}** |")
+  for claim, f in found:
+    lines += ["", f"## {claim.number}. {claim.figure}", "",
+              f"**Paper.** {claim.paper}", "",
+              f"**Command.** `{COMMAND} --only={','.join(claim.sweeps)}` "
+              f"({'; '.join(_timing(root, e) for e in claim.sweeps)}).", "",
+              f"**Measured.** {f.ours}", "",
+              f"**Verdict: {f.verdict}.** {f.reason}"]
+    links = _figure_links(doc_dir, figures_dir, claim.sweeps)
+    if links:
+      lines += [""] + [f"![{os.path.basename(p)}]({p})" for p in links]
+  return "\n".join(lines) + "\n"
+
+
+def draw_figures(root: str, doc: str) -> None:
+  """PNG figures of every sweep under `root`, next to the page."""
+  from analysis import figures
+  figures_dir = os.path.splitext(doc)[0]
+  for experiment in sorted(os.listdir(root)):
+    sweep = os.path.join(root, experiment)
+    if os.path.isdir(sweep) and os.path.exists(os.path.join(sweep, "sweep.json")):
+      figures.make_experiment_figures(sweep, os.path.join(figures_dir, experiment), ("png",))
+
+
+def write(root: str, doc: str, figures: bool = True) -> str:
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", results.ProblemWarning)
+    if figures:
+      draw_figures(root, doc)
+    text = render(root, doc)
+  os.makedirs(os.path.dirname(doc) or ".", exist_ok=True)
+  with open(doc, "w") as f:
+    f.write(text)
+  return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m analysis.reproduction")
+  parser.add_argument("root", help="folder of sweeps, e.g. reference/cpu")
+  parser.add_argument("--doc", default="docs/reproduction.md")
+  parser.add_argument("--figures", default="true", choices=["true", "false"])
+  args = parser.parse_args(argv)
+  text = write(args.root, args.doc, args.figures == "true")
+  print(text.split("\n## ")[0])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

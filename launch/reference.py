@@ -1,0 +1,100 @@
+"""Compact copies of finished sweeps, in the result format, for the repository's reference runs.
+
+Per run: `config.json`, `summary.json` and `eval.jsonl` as they are, and `metrics.jsonl` with
+at most MAX_ROWS rows (every k-th, the last always kept), the columns that the claims and the
+figures read (KEEP), and numbers rounded to 4 significant digits. Plus the sweep's `sweep.json`
+and `timing.json` (how long the sweep trained). `analysis` reads the copy as it reads the sweep.
+
+  python -m launch.reference results/reproduce/fig1_qk_layernorm reference/cpu/fig1_qk_layernorm
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+
+MAX_ROWS = 64
+KEEP = re.compile(
+    r"^(step|train_loss|z_loss|lr|grad_norm|grad_rms|update_rms|param_rms"
+    r"|attn_logit_max/block_\d+|(q_norm|k_norm|qk_cos)/block_0|block_out_rms/block_\d+"
+    r"|output_logit/(mean|max|log_z_mean)"
+    r"|(grad_rms|update_rms)/block_\d+/mlp/wi/kernel|grad_rms/block_0/attn/wk/kernel)$")
+RUN_FILES = ("config.json", "summary.json", "eval.jsonl")
+
+
+def _round(x):
+  if isinstance(x, float) and math.isfinite(x) and x != 0:
+    return float(f"{x:.4g}")
+  return x
+
+
+def compact_rows(rows: list[dict], max_rows: int = MAX_ROWS) -> list[dict]:
+  """Every k-th row and the last, only KEEP columns, numbers rounded."""
+  if not rows:
+    return []
+  stride = max(1, math.ceil(len(rows) / max_rows))
+  picked = rows[::stride]
+  if picked[-1] is not rows[-1]:
+    picked.append(rows[-1])
+  return [{k: _round(v) for k, v in row.items() if KEEP.match(k)} for row in picked]
+
+
+def _read_rows(path: str) -> list[dict]:
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue  # a torn last line of a killed run
+  return rows
+
+
+def export_run(run_dir: str, target: str) -> None:
+  os.makedirs(target, exist_ok=True)
+  for name in RUN_FILES:
+    if os.path.exists(os.path.join(run_dir, name)):
+      shutil.copyfile(os.path.join(run_dir, name), os.path.join(target, name))
+  metrics = os.path.join(run_dir, "metrics.jsonl")
+  if os.path.exists(metrics):
+    with open(os.path.join(target, "metrics.jsonl"), "w") as f:
+      for row in compact_rows(_read_rows(metrics)):
+        f.write(json.dumps(row) + "\n")
+
+
+def _finished_summary(run_dir: str) -> dict | None:
+  try:
+    with open(os.path.join(run_dir, "summary.json")) as f:
+      summary = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+  return summary if summary.get("status") in ("done", "diverged") else None
+
+
+def export(sweep_dir: str, target: str) -> int:
+  """Copies every finished run of `sweep_dir` to `target` (compact); returns how many.
+
+  `timing.json` holds the runs' summed wall time: what the sweep costs when run alone.
+  """
+  os.makedirs(target, exist_ok=True)
+  if os.path.exists(os.path.join(sweep_dir, "sweep.json")):
+    shutil.copyfile(os.path.join(sweep_dir, "sweep.json"), os.path.join(target, "sweep.json"))
+  count, seconds = 0, 0.0
+  for name in sorted(os.listdir(sweep_dir)):
+    run_dir = os.path.join(sweep_dir, name)
+    summary = _finished_summary(run_dir) if os.path.isdir(run_dir) else None
+    if summary is not None:
+      export_run(run_dir, os.path.join(target, name))
+      count += 1
+      seconds += float(summary.get("wall_s") or 0.0)
+  with open(os.path.join(target, "timing.json"), "w") as f:
+    json.dump({"runs": count, "train_minutes_alone": round(seconds / 60, 1)}, f)
+  return count
+
+
+if __name__ == "__main__":
+  if len(sys.argv) != 3:
+    sys.exit(__doc__)
+  print(f"{export(sys.argv[1], sys.argv[2])} runs written to {sys.argv[2]}")

@@ -1,0 +1,151 @@
+"""`make reproduce`: every experiment of the paper at `scale=cpu`, then docs/reproduction.md.
+
+  python -m launch.reproduce [--only=fig1_qk_layernorm,fig3_output_logit_divergence]
+                             [--out=results/reproduce] [--reference=reference/cpu]
+                             [--doc=docs/reproduction.md] [--train=false]
+
+For each experiment, in the order of EXPERIMENTS:
+  1. points whose config equals a finished run of an earlier experiment are copied, not trained
+     (the default-recipe runs are shared by most figures);
+  2. the rest are trained by launch.sweep's runner: resumable, locked, a failed point recorded;
+  3. its runs are written, compact, to `<reference>/<experiment>/` (reference.export).
+Then every claim is checked on `<reference>` and the page is redrawn (analysis.reproduction).
+Re-running trains only what is missing. `--train=false` only redraws the page.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+from etils import epath
+
+from configs import grid as grid_lib
+from launch import reference, sweep
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m launch.reproduce", description=__doc__.split(
+      "\n")[0])
+  parser.add_argument("--only", default="",
+                      help="experiments to run, comma-separated names or prefixes (fig3,e7)")
+  parser.add_argument("--out", default="results/reproduce", help="where the run folders go")
+  parser.add_argument("--reference", default="reference/cpu", help="where compact copies go")
+  parser.add_argument("--doc", default="docs/reproduction.md", help="the page ('' for none)")
+  parser.add_argument("--train", default="true", choices=["true", "false"],
+                      help="train missing points (false: only export and redraw the page)")
+  return parser.parse_args(argv)
+
+# (experiment file and arg): every sweep the claims read, the cheap and shared ones first.
+EXPERIMENTS = (
+    "configs/fig1_qk_layernorm.py:scale=cpu",
+    "configs/fig10_forced_logits.py:scale=cpu",
+    "configs/fig9_prediction.py:scale=cpu",
+    "configs/fig11_grad_rms.py:scale=cpu",
+    "configs/ablations.py:scale=cpu,ablation=e11",
+    "configs/fig3_output_logit_divergence.py:scale=cpu",
+    "configs/fig6_weight_decay.py:scale=cpu",
+    "configs/fig5_warmup.py:scale=cpu",
+    "configs/fig7_width_depth.py:scale=cpu",
+    "configs/ablations.py:scale=cpu,ablation=e8",
+    "configs/ablations.py:scale=cpu,ablation=e10",
+    "configs/ablations.py:scale=cpu,ablation=e7",
+    "configs/ablations.py:scale=cpu,ablation=e9",
+    "configs/fig8_mup.py:scale=cpu",
+)
+
+
+def all_grids() -> list[grid_lib.Grid]:
+  grids = []
+  for spec in EXPERIMENTS:
+    module, arg = sweep.load_experiment(spec)
+    grids.append(module.get_grid(arg))
+  return grids
+
+
+def select(grids: list[grid_lib.Grid], only: str) -> list[grid_lib.Grid]:
+  """The grids named (or prefixed) in `only`; all when it is empty."""
+  wanted = [o.strip() for o in only.split(",") if o.strip()]
+  unknown = [o for o in wanted if not any(g.experiment.startswith(o) for g in grids)]
+  if unknown:
+    raise SystemExit(f"--only: no experiment {', '.join(unknown)}; known: "
+                     + ", ".join(g.experiment for g in grids))
+  return [g for g in grids if not wanted or any(g.experiment.startswith(o) for o in wanted)]
+
+
+def canonical(config: dict) -> str:
+  return json.dumps(config, sort_keys=True)
+
+
+def finished_runs(out: str) -> dict[str, str]:
+  """{canonical config: run folder} of every finished run under `out`."""
+  index = {}
+  for summary in sorted(epath.Path(out).glob("*/*/summary.json")):
+    try:
+      if json.loads(summary.read_text()).get("status") not in ("done", "diverged"):
+        continue
+      config = json.loads((summary.parent / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+      continue
+    index.setdefault(canonical(config), os.fspath(summary.parent))
+  return index
+
+
+def reuse_shared_runs(grid: grid_lib.Grid, out_dir: str, index: dict[str, str]) -> int:
+  """Copies the finished runs (all but checkpoints) whose config a point of `grid` has."""
+  copied = 0
+  for point in grid.points:
+    target = os.path.join(out_dir, point.name)
+    if os.path.exists(os.path.join(target, "summary.json")):
+      continue
+    config = json.loads(json.dumps(grid_lib.config_for(point, grid.scale).to_dict()))
+    source = index.get(canonical(config))
+    if source is None or os.path.dirname(source) == out_dir:
+      continue
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "events.*"),
+                    dirs_exist_ok=True)
+    copied += 1
+  return copied
+
+
+def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int,
+                   started: float) -> None:
+  out_dir = os.path.join(args.out, grid.experiment)
+  os.makedirs(out_dir, exist_ok=True)
+  copied = reuse_shared_runs(grid, out_dir, finished_runs(args.out))
+  print(f"[reproduce] {i}/{n} {grid.experiment} ({grid.figure}): {len(grid.points)} points, "
+        f"{copied} copied from earlier experiments; {(time.time() - started) / 60:.1f} min so far",
+        flush=True)
+  t0 = time.time()
+  train = args.train == "true"
+  if train:
+    counts = sweep.run_grid(grid, out_dir)
+    print(f"[reproduce] {grid.experiment}: " + ", ".join(f"{v} {k}" for k, v in
+                                                         sorted(counts.items()))
+          + f" in {(time.time() - t0) / 60:.1f} min", flush=True)
+  else:
+    (epath.Path(out_dir) / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
+  reference.export(out_dir, os.path.join(args.reference, grid.experiment))
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse_args(argv)
+  grids = select(all_grids(), args.only)
+  if args.train == "true":
+    from stability import runtime
+    runtime.enable_compilation_cache()
+  started = time.time()
+  for i, grid in enumerate(grids, 1):
+    run_experiment(args, grid, i, len(grids), started)
+  if args.doc:
+    from analysis import reproduction
+    reproduction.write(args.reference, args.doc)
+    print(f"[reproduce] wrote {args.doc}", flush=True)
+  print(f"[reproduce] done in {(time.time() - started) / 60:.1f} min", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
