@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test reproduce install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m launch.demo
+
+# Every experiment at cpu scale (resumable; ONLY=fig3,fig5 for some), then docs/reproduction.md.
+reproduce: $(STAMP)
+	$(PY) -m launch.reproduce --only="$(ONLY)"
 
 clean:
 	rm -rf $(VENV) results

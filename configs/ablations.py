@@ -69,9 +69,10 @@ def e9_batch_size(scale: str) -> dict[str, dict]:
 
 
 def e10_weight_decay(scale: str) -> dict[str, dict]:
-  del scale
-  return {f"wd-{wd:g}": {**QKLN_ON, "opt.weight_decay_mode": "independent",
-                         "opt.weight_decay": wd} for wd in WEIGHT_DECAYS}
+  """λ ∈ {0, 1e-5, 1e-4, 1e-3} at paper scale; elsewhere the same totals λ·T (matched_decay)."""
+  return {f"wd-{wd:.3g}": {**QKLN_ON, "opt.weight_decay_mode": "independent",
+                           "opt.weight_decay": wd}
+          for wd in (grid.matched_decay(scale, f / 1e-4) for f in WEIGHT_DECAYS)}
 
 
 def e11_pointwise_attention(scale: str) -> dict[str, dict]:
@@ -86,6 +87,9 @@ def e14_param_rms_lr(scale: str) -> dict[str, dict]:
   del scale
   return {f"lr-scale-{mode}": {**QKLN_ON, "opt.lr_scale": mode} for mode in ("none", "param_rms")}
 
+
+# Narrower cpu sweeps where one size answers the question (the claim reads the largest).
+ABLATION_SIZES = {("e10", "cpu"): ("d128-L2",), ("e11", "cpu"): ("d128-L2",)}
 
 # name -> (experiment, figure, arms of a scale, whether LR sensitivity is meaningful)
 ABLATIONS: dict[str, tuple[str, str, Callable[[str], dict[str, dict]], bool]] = {
@@ -108,7 +112,8 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   experiment, figure, arms, has_sensitivity = ABLATIONS[name]
   return grid.Grid(
       experiment=experiment, scale=scale, figure=figure,
-      points=grid.sweep(arms(scale), grid.sizes_arg(kv, grid.SCALE_SIZES[scale]),
+      points=grid.sweep(arms(scale), grid.sizes_arg(kv, ABLATION_SIZES.get(
+          (name, scale), grid.SCALE_SECONDARY_SIZES[scale])),
                         grid.SCALE_LRS[scale]),
       sensitivity=grid.single_sensitivity(scale) if has_sensitivity else None)
 

@@ -7,8 +7,9 @@ Arms (PAPER.md §4 Figs 11-13):
   eps-1e-06        AdamW ε = 1e-6 (Fig E.15, diverges at paper scale)
   eps-1e-08        ε = 1e-8, the default
   eps-1e-15        ε = 1e-15 (Fig 12: lower loss, no collapse of grad RMS)
-The ε arms are one run each at the scale's top LR on the size beyond its ladder: d4096-L24
-(4.8B) at LR 0.3 at paper scale, d768-L12 at 0.3 at gpu scale, d128-L4 at 1.0 at cpu scale.
+The ε arms are one run each at the top of the sensitivity range (LR 0.3) on the size beyond the
+ladder: d4096-L24 (4.8B) at paper scale, d768-L12 at gpu scale; at cpu scale on the largest
+ladder size, d128-L4, with ε = 1e-4 and 1e-3 besides (CPU_EXTRA_EPSILONS).
 
 Makes: grad RMS of block 0's MLP-in kernel (`grad_rms/block_0/mlp/wi/kernel`) averaged over the
 final 500 steps vs parameters per LR and vs LR per size (Fig 11 left and middle:
@@ -26,11 +27,19 @@ from configs import grid
 
 ARM = "qkln-on"
 EPSILONS = (1e-6, 1e-8, 1e-15)
+# At cpu scale the gradient RMS stays near 1e-4, far above the paper's ε values, so two more ε
+# sit at and above it: the regime the paper reaches at 4.8B, where ε ≈ grad RMS.
+CPU_EXTRA_EPSILONS = (1e-4, 1e-3)
+# The model of the ε sweep: the size beyond the ladder (4.8B at paper scale); at cpu scale the
+# largest ladder size, whose gradients are the smallest.
+EPS_SIZE = {"cpu": grid.SCALE_SIZES["cpu"][-1], "gpu": grid.SCALE_TARGET_SIZE["gpu"],
+            "paper": grid.SCALE_TARGET_SIZE["paper"]}
 
 
-def eps_arms() -> dict[str, dict]:
+def eps_arms(scale: str = "paper") -> dict[str, dict]:
+  epsilons = EPSILONS + (CPU_EXTRA_EPSILONS if scale == "cpu" else ())
   return {f"eps-{eps:.0e}": {"model.qk_layernorm": "per_head", "opt.eps": eps}
-          for eps in EPSILONS}
+          for eps in epsilons}
 
 
 def get_grid(arg: str | None = None) -> grid.Grid:
@@ -38,7 +47,8 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   scale = kv["scale"]
   lrs = grid.SCALE_LRS[scale]
   points = grid.sweep({ARM: grid.QKLN_ARMS[ARM]}, grid.sizes_arg(kv, grid.SCALE_SIZES[scale]), lrs)
-  points += grid.sweep(eps_arms(), [grid.SCALE_TARGET_SIZE[scale]], [lrs[-1]])
+  # The paper's LR 0.3: the top of the sensitivity range.
+  points += grid.sweep(eps_arms(scale), [EPS_SIZE[scale]], [grid.SCALE_RANGE[scale][1]])
   return grid.Grid(
       experiment="fig11_grad_rms", scale=scale,
       figure="Fig 11, Fig 12, Fig 13, Fig E.12, Fig E.13, Fig E.15", points=points,

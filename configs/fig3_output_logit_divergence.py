@@ -1,15 +1,21 @@
 """Figs 3, 4: output-logit divergence, and how z-loss and weight decay prevent it.
 
-Arms: z-loss 1e-4 on / off × independent weight decay 1e-4 / 0, all with qk-layernorm per head
-(PAPER.md §4 Fig 3): `zloss-on_wd-on` (the default recipe), `zloss-off_wd-on`,
-`zloss-on_wd-off`, `zloss-off_wd-off`. Sizes: the Fig 1 ladder plus the 2.4M model d256-L3
-(paper, gpu) or the cpu sizes; LRs: the scale's grid.
+Arms: z-loss 1e-4 on / off × independent weight decay on / 0, all with qk-layernorm per head
+(paper §3.1.2): `zloss-on_wd-on` (the default recipe), `zloss-off_wd-on`, `zloss-on_wd-off`,
+`zloss-off_wd-off`. Sizes: the Fig 1 ladder plus the 2.4M model d256-L3 (paper, gpu); LRs: the
+scale's grid.
+
+cpu scale: the two smaller sizes (d64-L2, d128-L2) and the LRs from 3e-3 up (1e-3 is outside
+the sensitivity range and nothing drifts there). "wd-on" is the decay with the paper's total
+λ·T = 10 (grid.matched_decay: λ = 1/30 over 300 steps), not λ = 1e-4, which over 300 steps
+shrinks the weights by 3% in all and would make both decay arms the same run. z-loss keeps the
+paper's 1e-4 in both scales: it is a per-step force on log Z, not a total.
 
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters (Fig 3). Fig 4 is
-one run of this grid: d256-L3 at LR 0.1 with no weight decay, z-loss on vs off
-(`d256-L3_lr1e-01_zloss-on_wd-off` against `..._zloss-off_wd-off`); plot `output_logit/mean`,
-`output_logit/log_z_mean` and `train_loss` over training (figures.metric_over_training). At
-cpu scale look at d64-L2 at the high LRs of the wd-off arms instead.
+one pair of runs of this grid: the smallest model at LR 0.1 with no weight decay, z-loss on vs
+off (`d256-L3_lr1e-01_zloss-on_wd-off` against `..._zloss-off_wd-off`); plot
+`output_logit/mean`, `output_logit/log_z_mean` and `train_loss` over training
+(figures.metric_over_training). analysis/claims.py reads the same pair.
 
   python -m launch.sweep --experiment=configs/fig3_output_logit_divergence.py:scale=cpu \
       --out=results/fig3
@@ -19,20 +25,31 @@ cpu scale look at d64-L2 at the high LRs of the wd-off arms instead.
 from configs import grid
 
 ZLOSS_ARMS = {"zloss-on": {"loss.z_loss": 1e-4}, "zloss-off": {"loss.z_loss": 0.0}}
-WD_ARMS = {
-    "wd-on": {"opt.weight_decay_mode": "independent", "opt.weight_decay": 1e-4},
-    "wd-off": {"opt.weight_decay_mode": "independent", "opt.weight_decay": 0.0},
-}
-ARMS = {label: {"model.qk_layernorm": "per_head", **overrides}
-        for label, overrides in grid.cross_arms(ZLOSS_ARMS, WD_ARMS).items()}
-
 # Fig 4's model (the 2.4M d256-L3) at each scale; it joins the ladder.
 FIG4_SIZE = {"cpu": "d64-L2", "gpu": "d256-L3", "paper": "d256-L3"}
 FIG4_LR = 0.1
 
 
+def wd_arms(scale: str) -> dict[str, dict]:
+  decay = grid.matched_decay(scale)
+  return {
+      "wd-on": {"opt.weight_decay_mode": "independent", "opt.weight_decay": decay},
+      "wd-off": {"opt.weight_decay_mode": "independent", "opt.weight_decay": 0.0},
+  }
+
+
+def arms(scale: str) -> dict[str, dict]:
+  return {label: {"model.qk_layernorm": "per_head", **overrides}
+          for label, overrides in grid.cross_arms(ZLOSS_ARMS, wd_arms(scale)).items()}
+
+
 def default_sizes(scale: str) -> tuple[str, ...]:
-  return tuple(dict.fromkeys((FIG4_SIZE[scale],) + grid.SCALE_SIZES[scale]))
+  return tuple(dict.fromkeys((FIG4_SIZE[scale],) + grid.SCALE_SECONDARY_SIZES[scale]))
+
+
+def lrs(scale: str) -> tuple[float, ...]:
+  lo = grid.SCALE_RANGE[scale][0]
+  return tuple(lr for lr in grid.SCALE_LRS[scale] if lr >= lo)
 
 
 def get_grid(arg: str | None = None) -> grid.Grid:
@@ -40,7 +57,7 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   scale = kv["scale"]
   return grid.Grid(
       experiment="fig3_output_logit_divergence", scale=scale, figure="Fig 3, Fig 4",
-      points=grid.sweep(ARMS, grid.sizes_arg(kv, default_sizes(scale)), grid.SCALE_LRS[scale]),
+      points=grid.sweep(arms(scale), grid.sizes_arg(kv, default_sizes(scale)), lrs(scale)),
       sensitivity=grid.single_sensitivity(scale))
 
 

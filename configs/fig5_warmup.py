@@ -6,7 +6,7 @@ and 2.5e4 of 1e5 steps, i.e. 0.5%, 5% and 25% of training; at gpu scale 50, 500,
 (the same fractions); at cpu scale 3, 30, 150 of 300, so that the middle arm is the cpu default
 like every other experiment's. Labels carry the step count (`warmup-5000`). Everything else is
 the default recipe (qk-layernorm per head, z-loss, independent weight decay). Sizes: the Fig 1
-ladder; LRs: the scale's grid.
+ladder (the two smaller sizes at cpu scale); LRs: the scale's grid.
 
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters per warm-up.
 
@@ -33,7 +33,7 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   scale = kv["scale"]
   return grid.Grid(
       experiment="fig5_warmup", scale=scale, figure="Fig 5",
-      points=grid.sweep(arms(scale), grid.sizes_arg(kv, grid.SCALE_SIZES[scale]),
+      points=grid.sweep(arms(scale), grid.sizes_arg(kv, grid.SCALE_SECONDARY_SIZES[scale]),
                         grid.SCALE_LRS[scale]),
       sensitivity=grid.single_sensitivity(scale))
 

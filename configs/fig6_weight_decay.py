@@ -3,7 +3,10 @@
 Arms (PAPER.md §4 Fig 6, §1.3), qk-layernorm per head in both:
   wd-independent  θ ← θ − s_t(ηΔ + λθ), λ = 1e-4 (the default recipe)
   wd-coupled      θ ← θ − s_t·η(Δ + λθ), λ = 0.1 (AdamW as in PyTorch / Optax)
-Sizes: the Fig 1 ladder. LRs: the scale's grid; the coupled arm gets one more LR below it
+Sizes: the Fig 1 ladder (its two smaller sizes at cpu scale). λ keeps the paper's values at
+every scale: over 300 cpu steps the independent λ = 1e-4 hardly decays at all, while the coupled
+λ·η·T stays large at high LR (0.1 × 0.1 × 300 = 3), so at cpu scale this compares LR-coupled
+decay with next to none; the verdict says so. LRs: the scale's grid; the coupled arm gets one more LR below it
 (1e-4 at gpu and paper scale, 3e-4 at cpu scale), because its LR sensitivity is the minimum
 over two ranges, [1e-4, 1e-1] and [3e-4, 3e-1] at paper scale (PAPER.md §3); `sensitivity`
 says so for that arm, the independent arm uses the single range.
@@ -34,7 +37,7 @@ def coupled_lrs(scale: str) -> tuple[float, ...]:
 def get_grid(arg: str | None = None) -> grid.Grid:
   kv = grid.parse_grid_arg(arg)
   scale = kv["scale"]
-  sizes = grid.sizes_arg(kv, grid.SCALE_SIZES[scale])
+  sizes = grid.sizes_arg(kv, grid.SCALE_SECONDARY_SIZES[scale])
   lrs = coupled_lrs(scale)
   ranges = [[lrs[0], lrs[-2]], [lrs[1], lrs[-1]]]  # [1e-4, 1e-1] and [3e-4, 3e-1]
   points = (grid.sweep({INDEPENDENT: ARMS[INDEPENDENT]}, sizes, grid.SCALE_LRS[scale])

@@ -5,7 +5,8 @@ Arms (PAPER.md §4 Fig 7): `width_qkln-on`, `width_qkln-off` scale d_model at a 
 layers at a fixed width. Each arm has its own sizes:
   paper  width: configs/sizes.py WIDTH_SWEEP (d256..d2048, L=6); depth: DEPTH_SWEEP (L3..L48, d=512)
   gpu    width: d256/d512/d768 at L=6;  depth: L3/L6/L12 at d=512
-  cpu    width: d64/d128 at L=2;        depth: L2/L4 at d=64
+  cpu    width: d64/d128 at L=2;        depth: L2/L4/L8 at d=64; qk-layernorm on only (the claim
+         is about the qk-layernorm models; E.2 is not checked at cpu scale)
 Overrides: `width=a+b`, `depth=a+b` (or `sizes=a+b` for both). LRs: the scale's grid.
 
 Makes: final eval loss vs LR per size and arm (Fig 7 and, for the qkln-off arms, Fig E.2), LR
@@ -21,7 +22,7 @@ from configs import grid, sizes
 
 WIDTH = {"cpu": ("d64-L2", "d128-L2"), "gpu": ("d256-L6", "d512-L6", "d768-L6"),
          "paper": sizes.WIDTH_SWEEP}
-DEPTH = {"cpu": ("d64-L2", "d64-L4"), "gpu": ("d512-L3", "d512-L6", "d512-L12"),
+DEPTH = {"cpu": ("d64-L2", "d64-L4", "d64-L8"), "gpu": ("d512-L3", "d512-L6", "d512-L12"),
          "paper": sizes.DEPTH_SWEEP}
 
 
@@ -36,7 +37,8 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   }
   points = []
   for dimension, size_list in swept.items():
-    arms = grid.cross_arms({dimension: {}}, grid.QKLN_ARMS)
+    qkln = {"qkln-on": grid.QKLN_ARMS["qkln-on"]} if scale == "cpu" else grid.QKLN_ARMS
+    arms = grid.cross_arms({dimension: {}}, qkln)
     points += grid.sweep(arms, size_list, grid.SCALE_LRS[scale])
   return grid.Grid(
       experiment="fig7_width_depth", scale=scale, figure="Fig 7, Fig E.2, Fig E.3",

@@ -38,6 +38,11 @@ MUP_BASE_WIDTH = {"cpu": 64, "gpu": 256, "paper": 256}
 EXTENDED_ARM = "mup-full_qkln-on"
 
 
+# At cpu scale only the arms the claims read (standard ones are fig1's runs).
+CPU_ARMS = ("standard_qkln-on", "standard_qkln-off", "mup-simple_qkln-on", "mup-simple_qkln-off",
+            "mup-full_qkln-on")
+
+
 def arms(scale: str) -> dict[str, dict]:
   param_arms = {}
   for label, parametrization in PARAMETRIZATIONS.items():
@@ -45,13 +50,14 @@ def arms(scale: str) -> dict[str, dict]:
     if parametrization != "standard":
       overrides["model.mup_base_width"] = MUP_BASE_WIDTH[scale]
     param_arms[label] = overrides
-  return grid.cross_arms(param_arms, grid.QKLN_ARMS)
+  crossed = grid.cross_arms(param_arms, grid.QKLN_ARMS)
+  return {k: v for k, v in crossed.items() if scale != "cpu" or k in CPU_ARMS}
 
 
 def get_grid(arg: str | None = None) -> grid.Grid:
   kv = grid.parse_grid_arg(arg)
   scale = kv["scale"]
-  sizes = grid.sizes_arg(kv, grid.SCALE_SIZES[scale])
+  sizes = grid.sizes_arg(kv, grid.SCALE_SECONDARY_SIZES[scale])
   lrs = grid.SCALE_LRS[scale]
   points = []
   for label, overrides in arms(scale).items():

@@ -1,11 +1,12 @@
 """`make demo`: the paper's headline on a laptop, in minutes.
 
-Trains a 0.4M-parameter decoder on the embedded corpus at 7 learning rates, with and without
-qk-layernorm (the `cpu` scale of configs/fig1_qk_layernorm.py, one size), then prints the LR
-sensitivity of each arm and the max attention logit at high LR, and draws the figures.
-Re-running reuses finished runs.
+Trains 0.1M- and 0.4M-parameter decoders on the embedded corpus at 7 learning rates, with and
+without qk-layernorm (the `cpu` scale of configs/fig1_qk_layernorm.py, its two smaller sizes, one
+seed), then prints the LR sensitivity of each arm, their ratio per size, and the max attention
+logit at high LR, and draws the figures. Re-running reuses finished runs. `make reproduce`
+trains the whole ladder with two seeds (docs/reproduction.md).
 
-  python -m launch.demo [--out=results/demo] [--sizes=d128-L2] [--batch=on|off]
+  python -m launch.demo [--out=results/demo] [--sizes=d64-L2+d128-L2] [--batch=on|off]
 
 (`--out` and `--batch` are launch.sweep's flags.)
 """
@@ -22,7 +23,7 @@ from configs import fig1_qk_layernorm
 from launch import sweep
 from stability import runtime
 
-_SIZES = flags.DEFINE_string("sizes", "d128-L2", "model sizes, joined by '+'")
+_SIZES = flags.DEFINE_string("sizes", "d64-L2+d128-L2", "model sizes, joined by '+'")
 
 
 def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
@@ -45,12 +46,25 @@ def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
   return "\n".join(lines)
 
 
+def ratio_lines(table) -> str:
+  """Per size: LR sensitivity with qk-layernorm over that without (the headline in a number)."""
+  wide = table.pivot_table(index="size", columns="arm", values="sensitivity")
+  if not {"qkln-on", "qkln-off"} <= set(wide.columns):
+    return "(both arms are needed for the ratio)"
+  order = table.groupby("size")["num_params"].first().sort_values().index
+  lines = ["LR sensitivity with qk-layernorm / without (lower: qk-layernorm helps more):"]
+  for size in order:
+    on, off = wide.loc[size, "qkln-on"], wide.loc[size, "qkln-off"]
+    lines.append(f"  {size:10s} {on:.3f} / {off:.3f} = {on / off:.2f}")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
   runtime.enable_compilation_cache()
   start = time.time()
   out = sweep._OUT.value or "results/demo"
-  grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value}")
+  grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value},seeds=0")
   print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {out} "
         "(finished runs are reused)", flush=True)
   sweep.run_grid(grid, out, batch=sweep._BATCH.value == "on")
@@ -61,8 +75,10 @@ def main(argv):
   written = figures.make_experiment_figures(out, out_dir, runs=runs)
   headline = figures.qk_layernorm_headline(runs, save_to=os.path.join(out_dir, "demo"))
   del headline
-  print("\nLR sensitivity (PAPER.md §3; lower is more stable):")
+  print("\nLR sensitivity (docs/reproduction.md; lower is more stable):")
   print(sensitivity.format_table(table))
+  print()
+  print(ratio_lines(table))
   print()
   print(max_logit_table(runs))
   print(f"\nfigures: {os.path.join(out_dir, 'demo.png')} and {len(written)} more in {out_dir}")
