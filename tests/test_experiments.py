@@ -86,10 +86,11 @@ def test_grid_is_well_formed(name, extra, scale):
     c = grid.config_for(p, scale)
     validation.validate(c)
     assert (c.model.size, c.opt.peak_lr) == (p.size, p.lr)
-    assert p.name == grid.run_name(p.size, p.lr, p.arm)
+    assert p.name == grid.run_name(p.size, p.lr, p.arm, c.train.seed)
     if scale == "cpu":  # trains in well under a minute on a laptop
       assert c.data.source == "embedded" and c.train.steps <= 600
-      assert sizes.non_embedding_params(p.size) <= 1e6, p.name
+      # The ladder stays under 1M parameters; fig9's target is one size beyond it.
+      assert sizes.non_embedding_params(p.size) <= 2e6, p.name
   if g.sensitivity is not None:
     lo, hi = grid.SCALE_RANGE[scale]
     assert g.sensitivity["rule"] == "single" and g.sensitivity["ranges"] == [[lo, hi]]
@@ -280,7 +281,8 @@ def test_points_shared_with_fig1_are_the_same_runs(name, arm, scale):
   """The docstrings say fig1's run folders can be copied in: names and configs must agree."""
   fig1 = {p.name: p for p in fig1_qk_layernorm.get_grid(f"scale={scale}").points}
   shared = [p for p in get_grid(name, "", scale).points if p.name in fig1]
-  assert len(shared) == len([p for p in fig1.values() if p.arm == arm]) > 0
+  first_seed = [p for p in fig1.values() if p.arm == arm and not p.name.endswith("_seed1")]
+  assert len(shared) == len(first_seed) > 0
   for p in shared:
     assert grid.config_for(p, scale).to_dict() == grid.config_for(fig1[p.name], scale).to_dict()
 
@@ -376,9 +378,9 @@ RUNS = [
                  marks=SLOW),
     pytest.param("fig5_warmup", "", None, id="fig5", marks=SLOW),
     pytest.param("fig6_weight_decay", "", "wd-coupled", id="fig6-coupled"),
-    pytest.param("fig7_width_depth", "", "depth_qkln-off", id="fig7-depth-qkln-off", marks=SLOW),
+    pytest.param("fig7_width_depth", "", "depth_qkln-on", id="fig7-depth", marks=SLOW),
     pytest.param("fig8_mup", "", "mup-full_qkln-on", id="fig8-mup-full"),
-    pytest.param("fig9_prediction", "", None, id="fig9-d64-L1"),
+    pytest.param("fig9_prediction", "", None, id="fig9"),
     pytest.param("fig10_forced_logits", "", "kappa-1000", id="fig10-forced"),
     pytest.param("fig10_forced_logits", "", "bigram", id="fig10-bigram"),
     pytest.param("fig11_grad_rms", "", "eps-1e-15", id="fig11-eps", marks=SLOW),

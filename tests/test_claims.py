@@ -1,0 +1,649 @@
+"""analysis/claims.py, evidence.py, reproduction.py: each claim's verdict on hand-made sweeps.
+
+Every claim gets a sweep where it holds, one where exactly one of its parts fails, and none at
+all. Losses are chosen so that the LR sensitivities are easy by hand: with ℓ0 = 10 and two LRs
+in the range, sensitivity = |ℓ(lr2) − ℓ(lr1)| / 2 (`by_sens`). With one seed the spread is its
+floor: 0.01 of sensitivity and 0.01 of loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import claims, reproduction, results
+from analysis import evidence as ev
+from analysis.claims import (E7, E8, E9, E10, E11, FIG1, FIG3, FIG5, FIG6, FIG7, FIG8, FIG9,
+                             FIG10, FIG11, GRAD, UPDATE)
+from tests._runs_fixture import INIT_LOSS, config, write_jsonl, write_run
+
+D = "diverged"                  # a loss entry: the run diverged (final loss NaN, counts as ℓ0)
+LOGIT = ev.LOGIT
+LRS2 = (1e-2, 1e-1)             # the default range: sensitivity = |ℓ(0.1) − ℓ(0.01)| / 2
+LRS3 = (1e-2, 3e-2, 1e-1)
+LRS5 = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+SMALL, LARGE = "d64-L2", "d128-L2"  # 98304 and 393216 parameters (12·L·d²)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", results.ProblemWarning)
+    yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders
+
+
+@dataclasses.dataclass
+class Run:
+  arm: str
+  size: str
+  lr: float
+  loss: float | str = 3.0                 # a final eval loss, or D
+  seed: int = 0
+  metrics: dict[str, list] | None = None  # metric -> values at steps 0, 100, 200, ...
+  evals: list[float] | None = None        # eval losses at steps 100, 200, ... (ℓ0 at step 0)
+
+
+def by_sens(arm: str, size: str, sens: float, best: float = 3.0, **kw) -> list[Run]:
+  """Two runs on LRS2 with LR sensitivity `sens` and best loss `best` (at LR 1e-2)."""
+  return [Run(arm, size, 1e-2, best, **kw), Run(arm, size, 1e-1, best + 2 * sens, **kw)]
+
+
+def curve(arm: str, size: str, losses, lrs=LRS5, **kw) -> list[Run]:
+  return [Run(arm, size, lr, loss, **kw) for lr, loss in zip(lrs, losses)]
+
+
+def rows(metrics: dict[str, list]) -> list[dict]:
+  """metrics.jsonl rows at steps 0, 100, 200, ... from {metric: values}."""
+  n = max(len(v) for v in metrics.values())
+  return [{"step": 100 * i, **{k: v[i] for k, v in metrics.items() if i < len(v)}}
+          for i in range(n)]
+
+
+def make_run(sweep: pathlib.Path, run: Run) -> str:
+  name = f"{run.size}_lr{run.lr:.0e}_{run.arm}" + (f"_seed{run.seed}" if run.seed else "")
+  diverged = run.loss == D
+  folder = write_run(sweep, name, size=run.size, lr=run.lr, status=D if diverged else "done",
+                     final_loss=math.nan if diverged else run.loss,
+                     diverged_at_step=100 if diverged else None,
+                     metrics=rows(run.metrics) if run.metrics else [],
+                     cfg=config(run.size, run.lr, train={"seed": run.seed}))
+  if run.evals is not None:
+    write_jsonl(folder / "eval.jsonl", [{"step": 0, "eval_loss": INIT_LOSS}] + [
+        {"step": 100 * (i + 1), "eval_loss": loss} for i, loss in enumerate(run.evals)])
+  return name
+
+
+def make_sweep(root: pathlib.Path, experiment: str, runs: list[Run],
+               sensitivity_range=(1e-2, 1e-1), **extra) -> pathlib.Path:
+  """`<root>/<experiment>/` with the runs and a sweep.json listing them (`extra` is added)."""
+  sweep = root / experiment
+  points = [{"name": make_run(sweep, r), "arm": r.arm, "size": r.size, "lr": r.lr,
+             "overrides": {}} for r in runs]
+  spec = {"experiment": experiment, "scale": "cpu", "points": points,
+          "sensitivity": {"rule": "single", "ranges": [list(sensitivity_range)]}, **extra}
+  (sweep / "sweep.json").write_text(json.dumps(spec))
+  return sweep
+
+
+def check(root: pathlib.Path, fn) -> ev.Finding:
+  finding = fn(ev.Sweeps(root))
+  assert finding.verdict in ev.VERDICTS
+  return finding
+
+
+def failing_parts(finding: ev.Finding) -> list[str]:
+  return [k for k, v in finding.numbers["parts"].items() if v != ev.REPRODUCED]
+
+
+# ---------------------------------------------------------------------------------------------
+# evidence.py helpers
+
+
+def test_combine_not_run_beats_not_reproduced_beats_not_testable():
+  R, N, T, X = ev.REPRODUCED, ev.NOT_REPRODUCED, ev.NOT_TESTABLE, ev.NOT_RUN
+  assert ev.combine({"a": R, "b": R}) == R
+  assert ev.combine({"a": R, "b": T}) == T
+  assert ev.combine({"a": T, "b": N}) == N
+  assert ev.combine({"a": N, "b": X, "c": R}) == X
+
+
+def test_clipped_losses_counts_diverged_and_worse_than_init_as_init():
+  runs = pd.DataFrame({"arm": "a", "size": SMALL, "num_params": 1.0, "lr": [1, 2, 3, 4],
+                       "seed": 0, "status": ["done", "diverged", "done", "done"],
+                       "init_eval_loss": 10.0, "final_eval_loss": [3.0, 4.0, 12.0, math.nan]})
+  assert list(ev.clipped_losses(runs)["loss"]) == [3.0, 10.0, 10.0, 10.0]
+
+
+def test_critical_lr_is_the_first_failing_lr_above_the_best():
+  # best 3.0, ℓ0 10: fails at ≥ 3 + 0.2·7 = 4.4. 1e-3 (6.0) fails but lies below the best LR.
+  curve_ = pd.Series({1e-3: 6.0, 1e-2: 3.0, 3e-2: 4.0, 1e-1: 4.5, 3e-1: 10.0})
+  assert ev.critical_lr(curve_, 10.0) == 1e-1
+  assert ev.critical_lr(curve_.drop([1e-1, 3e-1]), 10.0) == math.inf
+
+
+def test_peak_growth_skips_non_finite_and_needs_a_positive_start(tmp_path):
+  run = write_run(tmp_path, "a", metrics=rows({LOGIT: [2.0, 50.0, math.nan, 800.0, 400.0]}))
+  assert ev.peak_growth(str(run)) == (400.0, 800.0, 300)
+  run = write_run(tmp_path, "b", metrics=rows({LOGIT: [0.0, 50.0]}))
+  growth, peak, step = ev.peak_growth(str(run))
+  assert math.isnan(growth) and math.isnan(peak) and step is None
+  growth, _, step = ev.peak_growth(str(run), "absent")
+  assert math.isnan(growth) and step is None
+
+
+def test_spread_is_the_seed_to_seed_range_of_a_two_seed_headline_sweep(tmp_path):
+  # seed 0: on 3.0, 3.4 -> 0.2;   off 3.0, 4.0 -> 0.5
+  # seed 1: on 3.1, 3.4 -> 0.15;  off 3.0, diverged (ℓ0 = 10) -> 3.5
+  # sensitivity ranges: on 0.05, off 3.0 -> 3.0
+  # loss gaps per (arm, lr): on 0.1, 0; off 0, |4 − 10| = 6 -> median 0.05
+  make_sweep(tmp_path, FIG1, [
+      *curve("qkln-on", SMALL, [3.0, 3.4], LRS2), *curve("qkln-off", SMALL, [3.0, 4.0], LRS2),
+      *curve("qkln-on", SMALL, [3.1, 3.4], LRS2, seed=1),
+      *curve("qkln-off", SMALL, [3.0, D], LRS2, seed=1)])
+  runs = results.load_runs(tmp_path / FIG1)
+  assert sorted(runs["seed"].unique()) == [0, 1]
+  spread = ev.Spread.of(runs)
+  assert spread.sensitivity == pytest.approx(3.0)
+  assert spread.loss == pytest.approx(0.05)
+  assert spread.seeds == 2
+  assert ev.Sweeps(tmp_path).spread == spread
+  table = ev.mean_sensitivity(runs).set_index("arm")
+  assert table.loc["qkln-off", "sensitivity"] == pytest.approx((0.5 + 3.5) / 2)
+  assert table.loc["qkln-off", "seed_range"] == pytest.approx(3.0)
+
+
+def test_spread_floors_with_one_seed_or_none(tmp_path):
+  assert ev.Spread.of(None) == ev.Spread(ev.MIN_SENS_SPREAD, ev.MIN_LOSS_SPREAD, 0)
+  make_sweep(tmp_path, FIG1, by_sens("qkln-on", SMALL, 0.5) + by_sens("qkln-off", SMALL, 2.0))
+  assert ev.Sweeps(tmp_path).spread == ev.Spread(0.01, 0.01, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# "not run": every claim, no sweeps
+
+
+@pytest.mark.parametrize("claim", claims.CLAIMS, ids=lambda c: f"claim{c.number}")
+def test_every_claim_is_not_run_without_its_sweeps(tmp_path, claim):
+  finding = check(tmp_path, claim.check)
+  assert finding.verdict == ev.NOT_RUN
+  if "missing" in finding.numbers:
+    assert set(finding.numbers["missing"]) <= set(claim.sweeps)
+  else:  # the ablations: one part per sweep
+    assert set(finding.numbers["parts"].values()) == {ev.NOT_RUN}
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Fig 1: sensitivity with and without qk-layernorm
+
+
+# LRS5, ℓ0 = 10. Sensitivities (mean gap to the best): on 0.46 and 0.44; off 2.1 and 4.32.
+# Critical LR without qk-LN (loss ≥ best + 1.4): 3e-2 at SMALL, 1e-2 at LARGE.
+FIG1_HOLDS = {
+    ("qkln-on", SMALL): [4.0, 3.5, 3.0, 3.2, 3.6],
+    ("qkln-off", SMALL): [4.0, 3.5, 3.0, 5.0, D],
+    ("qkln-on", LARGE): [3.6, 3.0, 2.6, 2.8, 3.2],
+    ("qkln-off", LARGE): [3.6, 3.0, D, D, D],
+}
+FIG1_BREAKS = {
+    # on differs from off by 0.1 at 1e-3, below SMALL's critical LR (tolerance 3 × 0.01)
+    "curves coincide below the critical LR": (("qkln-on", SMALL), [3.9, 3.5, 3.0, 3.2, 3.6]),
+    # LARGE fails at 3e-2 as SMALL does: not earlier. Its gap 3.24 − 0.44 still grows.
+    "critical LR without qk-LN falls with size": (("qkln-off", LARGE), [3.6, 3.0, 2.6, D, D]),
+    # LARGE on fails too above its critical LR: sensitivity 2.84, gap 1.48 < SMALL's 1.64
+    "gap grows with size": (("qkln-on", LARGE), [3.6, 3.0, 2.6, 9.0, 9.0]),
+}
+
+
+def fig1_runs(losses: dict) -> list[Run]:
+  return [r for (arm, size), ls in losses.items() for r in curve(arm, size, ls)]
+
+
+def test_fig1_reproduced(tmp_path):
+  make_sweep(tmp_path, FIG1, fig1_runs(FIG1_HOLDS), sensitivity_range=(1e-3, 1e-1))
+  f = check(tmp_path, claims.check_fig1)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert f.numbers["sizes"] == [SMALL, LARGE]
+  assert f.numbers["sensitivity_on"] == pytest.approx([0.46, 0.44])
+  assert f.numbers["sensitivity_off"] == pytest.approx([2.1, 4.32])
+  assert f.numbers["critical_lr_off"] == [3e-2, 1e-2]
+  assert f.numbers["max_loss_gap_below_critical"] == 0.0
+
+
+@pytest.mark.parametrize("part", FIG1_BREAKS)
+def test_fig1_not_reproduced_when_one_part_fails(tmp_path, part):
+  key, losses = FIG1_BREAKS[part]
+  make_sweep(tmp_path, FIG1, fig1_runs({**FIG1_HOLDS, key: losses}),
+             sensitivity_range=(1e-3, 1e-1))
+  f = check(tmp_path, claims.check_fig1)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == [part]
+  if part == "curves coincide below the critical LR":
+    assert f.numbers["max_loss_gap_below_critical"] == pytest.approx(0.1)
+  if part == "gap grows with size":
+    assert f.numbers["gap"] == pytest.approx([2.1 - 0.46, 4.32 - 2.84])
+
+
+def test_fig1_needs_two_sizes(tmp_path):
+  one_size = {k: v for k, v in FIG1_HOLDS.items() if k[1] == SMALL}
+  make_sweep(tmp_path, FIG1, fig1_runs(one_size), sensitivity_range=(1e-3, 1e-1))
+  assert check(tmp_path, claims.check_fig1).verdict == ev.NOT_TESTABLE
+
+
+# ---------------------------------------------------------------------------------------------
+# 2, 13. Attention-logit growth at the top LR of the largest size (Fig 2, Fig E.11)
+
+
+GROWTH_ARMS = {  # check: (experiment, unstable arm, stable arm, name of its first part)
+    claims.check_fig2: (FIG1, "qkln-off", "qkln-on", "without qk-LN the logit grows ≥ 100×"),
+    claims.check_e11: (E11, "squared-relu_qkln-off", "squared-relu_qkln-on",
+                       "with squared-ReLU attention the logit grows ≥ 100×")}
+# (unstable, stable) max logit of block 0 at LR 0.1 on LARGE; holds: ×400 to 800 vs ×3 to 6.
+GROWTH_CASES = {
+    None: ([2.0, 50.0, 800.0, math.nan], [2.0, 4.0, 6.0, 5.0]),
+    "grows": ([2.0, 50.0, 99.0], [2.0, 4.0, 6.0]),                       # ×49.5
+    "bounded with qk-LN": ([2.0, 50.0, 800.0], [0.01, 0.5, 2.0]),        # ×200 but small
+    "10× apart at the peak": ([2.0, 50.0, 800.0], [1.0, 30.0, 90.0]),    # ×90, peak 90 > 80
+}
+
+
+@pytest.mark.parametrize("fn", GROWTH_ARMS, ids=lambda fn: fn.__name__)
+@pytest.mark.parametrize("broken", GROWTH_CASES, ids=str)
+def test_logit_growth(tmp_path, fn, broken):
+  experiment, unstable, stable, grows = GROWTH_ARMS[fn]
+  off, on = GROWTH_CASES[broken]
+  make_sweep(tmp_path, experiment, [
+      Run(unstable, LARGE, 0.1, D, metrics={LOGIT: off}),
+      Run(stable, LARGE, 0.1, metrics={LOGIT: on}),
+      # neither the smaller size nor the lower LR is read: they would fail "grows"
+      Run(unstable, SMALL, 0.1, metrics={LOGIT: [2.0, 3.0, 4.0]}),
+      Run(unstable, LARGE, 1e-2, metrics={LOGIT: [2.0, 3.0, 4.0]}),
+      Run(stable, SMALL, 0.1, metrics={LOGIT: [2.0, 3.0, 4.0]}),
+      Run(stable, LARGE, 1e-2, metrics={LOGIT: [2.0, 3.0, 4.0]})])
+  f = check(tmp_path, fn)
+  assert (f.numbers["size"], f.numbers["lr"]) == (LARGE, 0.1)
+  if broken is None:
+    assert f.verdict == ev.REPRODUCED, f.reason
+    assert f.numbers["growth_unstable"] == [400.0]
+    assert f.numbers["peak_unstable"] == [800.0]
+    assert f.numbers["growth_stable"] == [3.0]
+  else:
+    assert f.verdict == ev.NOT_REPRODUCED
+    assert failing_parts(f) == [grows if broken == "grows" else broken]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Fig E.1: the growth is in the norms of q and k
+
+
+E1_CASES = {
+    # |q|·|k| grows ×100 of the ×1000: share log 100 / log 1000 = 2/3
+    ev.REPRODUCED: ([1.0, 30.0, 1000.0], [1.0, 3.0, 10.0], 2 / 3),
+    # |q|·|k| grows ×4, the cosine the rest: share log 4 / log 1000
+    ev.NOT_REPRODUCED: ([1.0, 30.0, 1000.0], [1.0, 1.5, 2.0], math.log(4) / math.log(1000)),
+    # the logit grows only ×50
+    ev.NOT_TESTABLE: ([1.0, 5.0, 50.0], [1.0, 3.0, 5.0], math.log(25) / math.log(50)),
+}
+
+
+@pytest.mark.parametrize("verdict", E1_CASES)
+def test_e1_norm_share(tmp_path, verdict):
+  logit, norm, share = E1_CASES[verdict]
+  metrics = {LOGIT: logit + [math.nan], "q_norm/block_0": norm + [math.nan],
+             "k_norm/block_0": norm + [math.nan], "qk_cos/block_0": [0.1, 0.2, 0.3, math.nan]}
+  make_sweep(tmp_path, FIG1, [Run("qkln-off", LARGE, 0.1, D, metrics=metrics),
+                              Run("qkln-on", LARGE, 0.1, metrics={LOGIT: [1.0, 2.0, 3.0]})])
+  f = check(tmp_path, claims.check_e1)
+  assert f.verdict == verdict, f.reason
+  assert f.numbers["norm_share"] == pytest.approx([share])
+  assert f.numbers["cosine_first_peak"] == [(0.1, 0.3)]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Figs 3-4: output-logit drift at LR 0.1 on the smallest size
+
+
+def fig3_runs(wd_on_loss: float) -> list[Run]:
+  plain = {"output_logit/mean": [-0.1, -2.0, -5.0], "output_logit/log_z_mean": [0.1, 3.0, 6.0]}
+  zloss = {"output_logit/mean": [-0.1, -0.5, -1.5], "output_logit/log_z_mean": [0.1, 0.2, 0.3]}
+  wd = {"output_logit/mean": [-0.1, -0.5, -1.0], "output_logit/log_z_mean": [0.1, 1.0, 2.0]}
+  return [
+      # sensitivities: plain 0.3, z-loss 0.2, decay (3.2) 0.1 or (4.0) 0.5
+      Run("zloss-off_wd-off", SMALL, 1e-2, 3.0), Run("zloss-on_wd-off", SMALL, 1e-2, 3.0),
+      Run("zloss-off_wd-on", SMALL, 1e-2, 3.0),
+      Run("zloss-off_wd-off", SMALL, 0.1, 3.6, metrics=plain, evals=[4.0, 3.4, 3.6]),
+      Run("zloss-on_wd-off", SMALL, 0.1, 3.4, metrics=zloss, evals=[4.0, 3.4, 3.4]),
+      Run("zloss-off_wd-on", SMALL, 0.1, wd_on_loss, metrics=wd,
+          evals=[4.0, wd_on_loss, wd_on_loss]),
+      # a larger size is not read: its plain arm does not drift
+      Run("zloss-off_wd-off", LARGE, 0.1, 3.0, metrics=zloss)]
+
+
+def test_fig3_reproduced(tmp_path):
+  make_sweep(tmp_path, FIG3, fig3_runs(wd_on_loss=3.2))
+  f = check(tmp_path, claims.check_fig3)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert (f.numbers["size"], f.numbers["lr"]) == (SMALL, 0.1)
+  plain = next(d for d in f.numbers["drift"] if d["arm"] == "zloss-off_wd-off")
+  assert (plain["log_z"], plain["mean_logit"]) == (6.0, -5.0)
+  assert plain["late_rise"] == pytest.approx(0.2)  # 3.6 − min(4.0, 3.4, 3.6)
+  assert f.numbers["sensitivity"] == pytest.approx(
+      {"zloss-off_wd-off": 0.3, "zloss-on_wd-off": 0.2, "zloss-off_wd-on": 0.1})
+
+
+def test_fig3_not_reproduced_when_decay_raises_sensitivity(tmp_path):
+  make_sweep(tmp_path, FIG3, fig3_runs(wd_on_loss=4.0))  # sensitivity 0.5 > 0.3
+  f = check(tmp_path, claims.check_fig3)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == ["weight decay alone mitigates"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 5, 6. Warm-up and weight decay by LR sensitivity
+
+
+def test_fig5_reproduced_and_arms_sorted_by_warmup_steps(tmp_path):
+  # Sorted as text, warmup-150 would come first. Gains (3 − 150): SMALL 0.05, LARGE 0.5.
+  sens = {"warmup-3": (0.5, 1.0), "warmup-30": (0.45, 0.7), "warmup-150": (0.45, 0.5)}
+  make_sweep(tmp_path, FIG5, [r for arm, (s, l) in sens.items()
+                              for r in by_sens(arm, SMALL, s) + by_sens(arm, LARGE, l)])
+  f = check(tmp_path, claims.check_fig5)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert f.numbers["gain"] == pytest.approx({SMALL: 0.05, LARGE: 0.5})
+
+
+def test_fig5_not_reproduced_when_the_gain_does_not_grow_with_size(tmp_path):
+  sens = {"warmup-3": (0.95, 1.0), "warmup-150": (0.45, 0.5)}  # gain 0.5 at both sizes
+  make_sweep(tmp_path, FIG5, [r for arm, (s, l) in sens.items()
+                              for r in by_sens(arm, SMALL, s) + by_sens(arm, LARGE, l)])
+  f = check(tmp_path, claims.check_fig5)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == ["most for the larger models"]
+
+
+@pytest.mark.parametrize("coupled_large, verdict", [(1.0, ev.REPRODUCED),
+                                                    (0.405, ev.NOT_REPRODUCED)])
+def test_fig6_coupled_decay_is_more_sensitive_at_every_size(tmp_path, coupled_large, verdict):
+  # independent 0.3, 0.4; coupled 0.8 and 1.0 (gaps 0.5, 0.6) or 0.405 (gap 0.005 < 0.01)
+  make_sweep(tmp_path, FIG6, [*by_sens("wd-independent", SMALL, 0.3),
+                              *by_sens("wd-independent", LARGE, 0.4),
+                              *by_sens("wd-coupled", SMALL, 0.8),
+                              *by_sens("wd-coupled", LARGE, coupled_large)])
+  f = check(tmp_path, claims.check_fig6)
+  assert f.verdict == verdict
+  assert f.numbers["sensitivity"]["wd-coupled"] == pytest.approx({SMALL: 0.8,
+                                                                   LARGE: coupled_large})
+
+
+# ---------------------------------------------------------------------------------------------
+# 7, 8. Width vs depth; μParam
+
+
+@pytest.mark.parametrize("deep, verdict", [(1.0, ev.REPRODUCED), (0.52, ev.NOT_REPRODUCED)])
+def test_fig7_depth_slope_against_width_slope(tmp_path, deep, verdict):
+  # width 0.5 -> 0.6 over ×4 parameters; depth 0.5 -> `deep` over ×2 (d64-L2 -> d64-L4)
+  make_sweep(tmp_path, FIG7, [*by_sens("width_qkln-on", SMALL, 0.5),
+                              *by_sens("width_qkln-on", LARGE, 0.6),
+                              *by_sens("depth_qkln-on", SMALL, 0.5),
+                              *by_sens("depth_qkln-on", "d64-L4", deep)])
+  f = check(tmp_path, claims.check_fig7)
+  assert f.verdict == verdict
+  assert f.numbers["slopes"]["width"] == pytest.approx(0.1 / math.log10(4))
+  assert f.numbers["slopes"]["depth"] == pytest.approx((deep - 0.5) / math.log10(2))
+
+
+def fig8_runs(full_loss) -> list[Run]:
+  # standard: best LR 1e-2 -> 1e-1 (2 half-decades), sensitivity at LARGE 0.3
+  # μP: best LR 3e-2 at both widths, sensitivity at LARGE 0.3; without qk-LN 7.6 / 3
+  return [*curve("standard_qkln-on", SMALL, [3.0, 3.2, 3.6], LRS3),
+          *curve("standard_qkln-on", LARGE, [3.4, 3.1, 2.8], LRS3),
+          *curve("mup-simple_qkln-on", SMALL, [3.3, 3.0, 3.3], LRS3),
+          *curve("mup-simple_qkln-on", LARGE, [3.2, 2.8, 3.3], LRS3),
+          *curve("mup-simple_qkln-off", SMALL, [3.3, 3.0, D], LRS3),
+          *curve("mup-simple_qkln-off", LARGE, [3.2, 2.8, D], LRS3),
+          # trains if below 10 − 0.5 · (10 − 2.8) = 6.4
+          Run("mup-full_qkln-on", LARGE, 1.0, full_loss)]
+
+
+def test_fig8_reproduced(tmp_path):
+  make_sweep(tmp_path, FIG8, fig8_runs(full_loss=3.5))
+  f = check(tmp_path, claims.check_fig8)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert f.numbers["best_lr_shift"] == pytest.approx({"standard": 2.0, "mup": 0.0})
+
+
+@pytest.mark.parametrize("full_loss", [D, 7.0])
+def test_fig8_not_reproduced_when_mup_full_fails_at_lr_1(tmp_path, full_loss):
+  make_sweep(tmp_path, FIG8, fig8_runs(full_loss))
+  f = check(tmp_path, claims.check_fig8)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == ["μParam (full) + qk-LN trains at LR 1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Fig 9: predicting divergence of a larger model
+
+
+def fig9_runs(target_loss) -> list[Run]:
+  # Sizes ×4 apart in parameters; at step 200 the logit is ×10 per size: 10, 100, 1000, so the
+  # fit predicts 1e4 at d512-L2. Step 300 (after the metric step) is ×10 more and must not count.
+  ladder = [Run("qkln-off", size, 0.1, metrics={LOGIT: [1.0, x / 2, x, 10 * x]})
+            for size, x in (("d64-L2", 10.0), ("d128-L2", 100.0), ("d256-L2", 1000.0))]
+  return ladder + [Run("qkln-off", "d512-L2", 0.1, target_loss,
+                       metrics={LOGIT: [1.0, 4000.0, 8000.0, math.nan]})]
+
+
+FIG9_SPEC = {"target": {"size": "d512-L2", "lr": 0.1}, "metric_step": 200, "threshold": 5e3}
+
+
+def test_fig9_reproduced_when_the_target_diverges_near_the_predicted_logit(tmp_path):
+  make_sweep(tmp_path, FIG9, fig9_runs(D), **FIG9_SPEC)
+  f = check(tmp_path, claims.check_fig9)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  p = f.numbers["prediction"]
+  assert p["predicted_max_logit"] == pytest.approx(1e4, rel=1e-6)
+  assert p["measured_max_logit"] == 8000.0
+  assert p["ratio"] == pytest.approx(0.8, rel=1e-6)
+  assert p["predicted_diverges"] and p["measured_diverged"] and p["confirmed"]
+
+
+def test_fig9_not_reproduced_when_the_target_trains(tmp_path):
+  make_sweep(tmp_path, FIG9, fig9_runs(3.0), **FIG9_SPEC)
+  f = check(tmp_path, claims.check_fig9)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert f.numbers["prediction"]["logit_near_prediction"]
+  assert not f.numbers["prediction"]["confirmed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Fig 10: forced logit size κ
+
+
+def fig10_runs(at_1e4: float) -> list[Run]:
+  kappas = {1: 3.0, 10: 3.01, 100: 3.02, 1000: 3.3, 3000: 3.8, 10000: at_1e4, 30000: 5.0}
+  return ([Run(f"kappa-{k:g}", "d128-L2", 1e-2, loss) for k, loss in kappas.items()]
+          + [Run("bigram", "d128-L0", 1e-2, 4.0)])
+
+
+def test_fig10_reproduced(tmp_path):
+  make_sweep(tmp_path, FIG10, fig10_runs(at_1e4=4.5))
+  f = check(tmp_path, claims.check_fig10)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert f.numbers["onset"] == 1000.0  # first κ above 3.0 + 3 × 0.01
+  assert f.numbers["bigram"] == 4.0
+  assert f.numbers["loss_by_kappa"][1e4] == 4.5
+
+
+def test_fig10_not_reproduced_when_kappa_1e4_beats_the_bigram(tmp_path):
+  make_sweep(tmp_path, FIG10, fig10_runs(at_1e4=3.9))
+  f = check(tmp_path, claims.check_fig10)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == ["worse than the bigram model at κ = 1e4"]
+  assert f.numbers["onset"] == 1000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# 11, 12. Gradient RMS; block-output RMS (on the fig1 ladder)
+
+
+LADDER = ("d64-L2", "d128-L2", "d128-L4")
+
+
+def ladder_runs(grad=lambda k, j: 1e-3 / ((1 + k) * (1 + j)),
+                block=lambda k, j, i: (1 + j) * (1 + 0.1 * i) * (1 + 0.01 * k)) -> list[Run]:
+  """qkln-on, seed 0, sizes k and LRs j of LRS3: grad RMS and block-output RMS, constant in time."""
+  out = []
+  for k, size in enumerate(LADDER):
+    for j, lr in enumerate(LRS3):
+      layers = int(size.split("-L")[1])
+      metrics = {GRAD: [grad(k, j)] * 3,
+                 **{f"block_out_rms/block_{i}": [block(k, j, i)] * 3 for i in range(layers)}}
+      out.append(Run("qkln-on", size, lr, metrics=metrics))
+  # another seed and the other arm are not read: their grad RMS rises with size and LR
+  out.append(Run("qkln-on", LADDER[0], LRS3[0], seed=1, metrics={GRAD: [1.0] * 3}))
+  out.append(Run("qkln-off", LADDER[2], LRS3[2], metrics={GRAD: [1.0] * 3}))
+  return out
+
+
+def eps_runs() -> list[Run]:
+  # grad RMS 5e-7 in every arm: ε = 1e-6 is above it (update ×0.2), 1e-15 helps, 1e-6 hurts
+  arms = {"eps-1e-15": (0.5, 3.0), "eps-1e-08": (0.5, 3.1), "eps-1e-06": (0.1, 3.3)}
+  return [Run(arm, "d128-L4", 0.3, loss, metrics={GRAD: [5e-7] * 3, UPDATE: [update] * 3})
+          for arm, (update, loss) in arms.items()]
+
+
+def test_fig11_reproduced(tmp_path):
+  make_sweep(tmp_path, FIG1, ladder_runs())
+  make_sweep(tmp_path, FIG11, eps_runs())
+  f = check(tmp_path, claims.check_fig11)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert f.numbers["spearman_size"] == pytest.approx([-1.0] * 3)
+  assert f.numbers["spearman_lr"] == pytest.approx([-1.0] * 3)
+  assert f.numbers["min_grad_rms"] == pytest.approx(1e-3 / 9)
+  assert len(f.numbers["parts"]) == 5
+
+
+def test_fig11_not_reproduced_when_grad_rms_rises_with_lr(tmp_path):
+  make_sweep(tmp_path, FIG1, ladder_runs(grad=lambda k, j: 1e-3 * (1 + j) / (1 + k)))
+  make_sweep(tmp_path, FIG11, eps_runs())
+  f = check(tmp_path, claims.check_fig11)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == ["grad RMS falls with LR"]
+  assert f.numbers["spearman_lr"] == pytest.approx([1.0] * 3)
+
+
+def test_fig11_not_run_without_the_eps_sweep(tmp_path):
+  make_sweep(tmp_path, FIG1, ladder_runs())
+  f = check(tmp_path, claims.check_fig11)
+  assert f.verdict == ev.NOT_RUN
+  assert failing_parts(f) == ["ε arms"]
+
+
+def test_c1_reproduced(tmp_path):
+  make_sweep(tmp_path, FIG1, ladder_runs())
+  f = check(tmp_path, claims.check_c1)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert f.numbers["spearman_lr"] == pytest.approx([1.0] * 3)  # block 1 (the ladder has L ≥ 2)
+  assert f.numbers["size_ratio"] == pytest.approx(1.02)
+  assert f.numbers["lr_ratio"] == pytest.approx(3.0)
+  # d128-L4 at LR 0.1: 3 · (1 + 0.1 i) · 1.02
+  assert f.numbers["per_block"] == pytest.approx([3 * 1.02 * (1 + 0.1 * i) for i in range(4)])
+
+
+def test_c1_not_reproduced_when_rms_falls_with_depth(tmp_path):
+  make_sweep(tmp_path, FIG1, ladder_runs(
+      block=lambda k, j, i: (1 + j) * (1 - 0.1 * i) * (1 + 0.01 * k)))
+  f = check(tmp_path, claims.check_c1)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == ["rises with depth"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 14. Ablations (E7 steps, E8 qk-LN granularity, E9 batch size, E10 weight decay)
+
+
+def ablation_sweeps(root: pathlib.Path, full_width_large: float = 3.05,
+                    skip: tuple[str, ...] = ()) -> None:
+  sweeps = {
+      # steps / batch: sensitivities differ by at most 0.01 across arms (≤ 2 × the 0.01 spread)
+      E7: [*by_sens("steps-150", SMALL, 0.5), *by_sens("steps-300", SMALL, 0.51),
+           *by_sens("steps-150", LARGE, 0.6), *by_sens("steps-300", LARGE, 0.605)],
+      E9: [*by_sens("batch-8", SMALL, 0.5), *by_sens("batch-16", SMALL, 0.5),
+           *by_sens("batch-8", LARGE, 0.6), *by_sens("batch-16", LARGE, 0.61)],
+      # best loss per head 3.0 at both sizes; full width 3.05 and `full_width_large`
+      E8: [*by_sens("qkln-per_head", SMALL, 0.5), *by_sens("qkln-per_head", LARGE, 0.5),
+           *by_sens("qkln-full_width", SMALL, 0.5, best=3.05),
+           *by_sens("qkln-full_width", LARGE, 0.5, best=full_width_large)],
+      # best LR 1e-2, 3e-2, 1e-1 as decay grows (sorted as text, wd-1e-05 would come last)
+      E10: [*curve("wd-1e-05", SMALL, [3.0, 3.1, 3.3], LRS3),
+            *curve("wd-0.0001", SMALL, [3.1, 3.0, 3.2], LRS3),
+            *curve("wd-0.001", SMALL, [3.3, 3.1, 3.0], LRS3)],
+  }
+  for experiment, runs in sweeps.items():
+    if experiment not in skip:
+      make_sweep(root, experiment, runs)
+
+
+def test_ablations_reproduced(tmp_path):
+  ablation_sweeps(tmp_path)
+  f = check(tmp_path, claims.check_ablations)
+  assert f.verdict == ev.REPRODUCED, f.reason
+  assert f.numbers["best_lr_by_decay"]["wd-0.001"] == pytest.approx({SMALL: 0.1})
+  assert f.numbers["best_loss_qkln"]["qkln-full_width"] == pytest.approx({SMALL: 3.05,
+                                                                          LARGE: 3.05})
+
+
+def test_ablations_not_reproduced_when_full_width_qkln_is_better(tmp_path):
+  ablation_sweeps(tmp_path, full_width_large=2.95)
+  f = check(tmp_path, claims.check_ablations)
+  assert f.verdict == ev.NOT_REPRODUCED
+  assert failing_parts(f) == ["per-head qk-LN slightly better"]
+
+
+def test_ablations_not_run_while_one_sweep_is_missing(tmp_path):
+  ablation_sweeps(tmp_path, skip=(E9,))
+  f = check(tmp_path, claims.check_ablations)
+  assert f.verdict == ev.NOT_RUN
+  assert failing_parts(f) == ["batch size at equal tokens leaves sensitivity unchanged"]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate and the page
+
+
+def test_evaluate_reports_a_check_that_raises_as_not_run(tmp_path):
+  def broken(sweeps):
+    raise RuntimeError("boom")
+
+  make_sweep(tmp_path, FIG10, fig10_runs(at_1e4=4.5))
+  found = claims.evaluate(tmp_path, (claims.Claim(99, "Fig X", "p", (FIG10,), broken),
+                                     next(c for c in claims.CLAIMS if c.number == 10)))
+  assert [(c.number, f.verdict) for c, f in found] == [(99, ev.NOT_RUN), (10, ev.REPRODUCED)]
+  assert found[0][1].ours == "could not be checked: RuntimeError: boom"
+
+
+def test_render_lists_every_claim_with_its_verdict(tmp_path):
+  make_sweep(tmp_path, FIG10, fig10_runs(at_1e4=4.5))
+  make_sweep(tmp_path, FIG6, [*by_sens("wd-independent", SMALL, 0.3),
+                              *by_sens("wd-coupled", SMALL, 0.305)])
+  text = reproduction.render(str(tmp_path), doc=str(tmp_path / "doc" / "reproduction.md"))
+  table = [line.split(" | ") for line in text.splitlines()
+           if line.startswith("| ") and line.split(" | ")[0][2:].isdigit()]
+  assert [int(row[0][2:]) for row in table] == list(range(1, 15))
+  verdicts = {int(row[0][2:]): row[-1].strip(" |*") for row in table}
+  expected = {n: ev.NOT_RUN for n in range(1, 15)}
+  expected.update({6: ev.NOT_REPRODUCED, 10: ev.REPRODUCED})
+  assert verdicts == expected
+  assert "Verdicts: 1 reproduced, 1 not reproduced, 12 not run." in text
+  for claim in claims.CLAIMS:
+    assert f"## {claim.number}. {claim.figure}" in text

@@ -1,0 +1,122 @@
+"""The reproduction: committed reference runs, the page drawn from them, and launch.reproduce's
+bookkeeping (copying shared runs, compact export, --only) without training."""
+
+import json
+import os
+import shutil
+import warnings
+
+import pytest
+
+from analysis import claims, evidence, reproduction, results
+from configs import fig1_qk_layernorm, fig11_grad_rms, grid
+from launch import reference, reproduce
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = "reference/cpu"
+DOC = "docs/reproduction.md"
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+  monkeypatch.chdir(REPO)
+
+
+def test_committed_page_is_drawn_from_the_committed_reference_runs(in_repo):
+  with open(DOC) as f:
+    committed = f.read()
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", results.ProblemWarning)
+    drawn = reproduction.render(REFERENCE, DOC)
+  assert drawn == committed, ("docs/reproduction.md is stale: run "
+                              "`python -m analysis.reproduction reference/cpu`")
+
+
+def test_page_has_a_verdict_for_every_claim(in_repo):
+  with open(DOC) as f:
+    rows = [line for line in f if line.startswith("| ") and "**" in line]
+  assert len(rows) == len(claims.CLAIMS) == 14
+  assert all(any(f"**{v}**" in row for v in evidence.VERDICTS) for row in rows)
+
+
+def test_reference_runs_are_compact_and_readable(in_repo):
+  total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(REFERENCE)
+              for f in files)
+  assert total <= 25e6
+  runs = results.load_runs(os.path.join(REFERENCE, "fig1_qk_layernorm"))
+  assert set(runs["status"]) <= set(results.FINISHED)
+  assert sorted(runs["seed"].unique()) == [0, 1]
+  metrics = results.load_metrics(runs["run_dir"].iloc[0])
+  assert {"step", "train_loss", "attn_logit_max/block_0"} <= set(metrics.columns)
+
+
+def test_compact_rows_keep_the_last_row_and_only_read_columns():
+  rows = [{"step": i, "train_loss": 1 / (i + 1), "grad_rms/embed/embedding": 1.0,
+           "attn_logit_max/block_3": 123.456789} for i in range(200)]
+  out = reference.compact_rows(rows, max_rows=64)
+  assert len(out) <= 65 and out[-1]["step"] == 199 and out[0]["step"] == 0
+  assert set(out[0]) == {"step", "train_loss", "attn_logit_max/block_3"}
+  assert out[0]["attn_logit_max/block_3"] == 123.5
+
+
+def _fake_run(run_dir, config, status="done", loss=2.0):
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    json.dump(config, f)
+  with open(os.path.join(run_dir, "summary.json"), "w") as f:
+    json.dump({"status": status, "init_eval_loss": 5.0, "final_eval_loss": loss,
+               "wall_s": 30.0, "num_params": 1e5}, f)
+  with open(os.path.join(run_dir, "eval.jsonl"), "w") as f:
+    f.write('{"step": 0, "eval_loss": 5.0}\n{"step": 300, "eval_loss": %r}\n' % loss)
+  with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+    f.write('{"step": 10, "train_loss": 4.0, "param_rms/embed/embedding": 1.0}\n')
+  os.makedirs(os.path.join(run_dir, "checkpoints", "100"), exist_ok=True)
+
+
+def test_points_equal_to_an_earlier_finished_run_are_copied_not_trained(tmp_path):
+  fig1 = fig1_qk_layernorm.get_grid("scale=cpu")
+  point = fig1.point("d128-L4_lr3e-01_qkln-on")
+  config = json.loads(json.dumps(grid.config_for(point, "cpu").to_dict()))
+  _fake_run(tmp_path / "fig1_qk_layernorm" / point.name, config)
+  eps = fig11_grad_rms.get_grid("scale=cpu")
+  out_dir = str(tmp_path / "fig11_grad_rms")
+  copied = reproduce.reuse_shared_runs(eps, out_dir, reproduce.finished_runs(str(tmp_path)))
+  # The same config is both the ladder point and the ε = 1e-8 arm of fig11.
+  assert copied == 2
+  assert sorted(os.listdir(out_dir)) == ["d128-L4_lr3e-01_eps-1e-08", "d128-L4_lr3e-01_qkln-on"]
+  assert not os.path.exists(os.path.join(out_dir, point.name, "checkpoints"))
+  # A rerun copies nothing more.
+  assert reproduce.reuse_shared_runs(eps, out_dir, reproduce.finished_runs(str(tmp_path))) == 0
+
+
+def test_running_runs_are_neither_copied_nor_exported(tmp_path):
+  fig1 = fig1_qk_layernorm.get_grid("scale=cpu")
+  point = fig1.points[0]
+  config = json.loads(json.dumps(grid.config_for(point, "cpu").to_dict()))
+  _fake_run(tmp_path / "other" / point.name, config, status="running")
+  assert reproduce.finished_runs(str(tmp_path)) == {}
+  assert reference.export(str(tmp_path / "other"), str(tmp_path / "ref")) == 0
+  with open(tmp_path / "ref" / "timing.json") as f:
+    assert json.load(f) == {"runs": 0, "train_minutes_alone": 0.0}
+
+
+def test_only_selects_by_prefix_and_refuses_unknown_names():
+  grids = reproduce.all_grids()
+  assert len(grids) == len(reproduce.EXPERIMENTS)
+  assert {g.experiment for g in grids} >= {s for c in claims.CLAIMS for s in c.sweeps}
+  assert [g.experiment for g in reproduce.select(grids, "fig1,e1")] == [
+      "fig1_qk_layernorm", "fig10_forced_logits", "fig11_grad_rms", "e11_pointwise_attention",
+      "e10_weight_decay"]
+  with pytest.raises(SystemExit, match="no experiment fig99"):
+    reproduce.select(grids, "fig99")
+
+
+def test_redraw_without_training_writes_the_page_and_figures(tmp_path, in_repo):
+  ref = tmp_path / "ref"
+  shutil.copytree(os.path.join(REFERENCE, "fig1_qk_layernorm"), ref / "fig1_qk_layernorm")
+  doc = tmp_path / "docs" / "reproduction.md"
+  reproduction.main([str(ref), f"--doc={doc}"])
+  text = doc.read_text()
+  assert "| 1 | Fig 1 |" in text and "**not run**" in text
+  assert (tmp_path / "docs" / "reproduction" / "fig1_qk_layernorm" / "loss_vs_lr.png").exists()
+  assert "](reproduction/fig1_qk_layernorm/loss_vs_lr.png)" in text
