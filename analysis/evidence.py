@@ -183,12 +183,13 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def combine(parts: dict[str, str]) -> str:
-  """One verdict from the verdicts of a claim's parts."""
+  """One verdict from the verdicts of a claim's parts: a part that failed decides, then one
+  that could not be run, then one that cannot be tested here."""
   verdicts = set(parts.values())
-  if NOT_RUN in verdicts:
-    return NOT_RUN
   if NOT_REPRODUCED in verdicts:
     return NOT_REPRODUCED
+  if NOT_RUN in verdicts:
+    return NOT_RUN
   if NOT_TESTABLE in verdicts:
     return NOT_TESTABLE
   return REPRODUCED

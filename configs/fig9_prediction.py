@@ -28,8 +28,7 @@ from configs import grid
 ARM = "qkln-off"
 TARGET_LR = 1e-2
 # Three ladder sizes at cpu scale: the fit is quadratic.
-LADDER = {"cpu": ("d64-L1", "d64-L2", "d128-L2"), "gpu": grid.SCALE_SIZES["gpu"],
-          "paper": grid.SCALE_SIZES["paper"]}
+LADDER = grid.SCALE_SIZES
 METRIC_STEP = 2000
 
 

@@ -215,3 +215,16 @@ def test_notebook_runs_on_a_missing_folder(tmp_path, jupyter_env):
   assert "0 runs" in text(cells["load"]) and "Note:" in text(cells["load"])
   assert "(no finished runs)" in text(cells["sensitivity-table"])
   assert sum(images(cell) for cell in cells.values()) == 0
+
+
+def test_notebook_reads_the_committed_reference_runs(jupyter_env):
+  """The reference results of `make reproduce` (reference/cpu/) open like any sweep."""
+  cells = execute(jupyter_env, REPO / "reference" / "cpu" / "fig1_qk_layernorm")
+
+  loaded = text(cells["load"])
+  assert "84 runs" in loaded and "problems (0)" in loaded, loaded
+  rows = [line.split() for line in text(cells["sensitivity-table"]).splitlines()
+          if line.strip().startswith(("qkln-on", "qkln-off"))]
+  assert len(rows) == 12  # 2 arms × 3 sizes × 2 seeds
+  for cell_id in ("loss-vs-lr", "sensitivity-vs-params", "headline", "attn-logit"):
+    assert images(cells[cell_id]) >= 1, (cell_id, text(cells[cell_id]))
