@@ -412,6 +412,24 @@ def check_fig8(s: ev.Sweeps) -> ev.Finding:
 # 9, 10. Predicting divergence; forced logit size
 
 
+def _failed_runs(runs: pd.DataFrame) -> pd.Series:
+  """Per run: diverged, or at or above its size's critical LR (ev.critical_lr)."""
+  failed = runs["status"] == "diverged"
+  for size, group in runs.groupby("size"):
+    curve = ev.loss_curve(runs, group["arm"].iloc[0], size)
+    if len(curve) > 1:
+      failed |= (runs["size"] == size) & (runs["lr"] >= ev.critical_lr(
+          curve, float(group["init_eval_loss"].mean())))
+  return failed
+
+
+def ladder_threshold(points: pd.DataFrame) -> float:
+  """The smallest early max logit above which every ladder run failed (NaN if none failed)."""
+  ok = points.loc[~points["failed"], "max_logit"].max()
+  above = points[points["failed"] & (points["max_logit"] > (ok if np.isfinite(ok) else 0))]
+  return float(above["max_logit"].min()) if len(above) else math.nan
+
+
 def check_fig9(s: ev.Sweeps) -> ev.Finding:
   runs = s.runs(FIG9)
   if runs is None:
@@ -419,25 +437,38 @@ def check_fig9(s: ev.Sweeps) -> ev.Finding:
   spec = runs.attrs.get("sweep") or {}
   target = spec.get("target") or {}
   step = int(spec.get("metric_step") or prediction.STEP)
-  threshold = float(spec.get("threshold") or prediction.THRESHOLD)
-  points = prediction.max_logit_points(runs, step=step)
-  target_runs = runs[runs["size"] == target.get("size")]
-  if target_runs.empty:
-    return ev.Finding(ev.NOT_RUN, "no target run", "the target run has not finished", {})
-  table = prediction.predict_divergence(points, float(target_runs["num_params"].iloc[0]),
-                                        threshold=threshold)
-  row = table[np.isclose(table["lr"], float(target.get("lr")))].iloc[0]
-  verdict = ev.judged(bool(row["confirmed"]) and bool(row["logit_near_prediction"]))
-  ours = (f"{target.get('size')} at LR {ev.fmt(row['lr'])}: predicted max logit "
-          f"{ev.fmt(row['predicted_max_logit'])} at step {step} "
-          f"({'diverges' if row['predicted_diverges'] else 'trains'}, threshold "
-          f"{ev.fmt(threshold)}); measured {ev.fmt(row['measured_max_logit'])}, "
-          f"{'diverged' if row['measured_diverged'] else 'did not diverge'}")
-  return ev.Finding(verdict, ours, f"prediction {'confirmed' if row['confirmed'] else 'refuted'};"
-                    f" measured/predicted logit {ev.fmt(row['ratio'])} (within 3×: "
-                    f"{bool(row['logit_near_prediction'])})",
-                    {"prediction": {k: (v.item() if hasattr(v, "item") else v)
-                                    for k, v in row.items()}})
+  points = prediction.max_logit_points(runs, step=step).assign(failed=_failed_runs(runs))
+  at_target = points["size"] == target.get("size")
+  ladder, measured = points[~at_target], points[at_target].set_index("lr")
+  if measured.empty or ladder["size"].nunique() < 3:
+    return ev.Finding(ev.NOT_RUN, "the target or the ladder has not finished", "", {})
+  threshold = spec.get("threshold", prediction.THRESHOLD)
+  threshold = ladder_threshold(ladder) if threshold == "ladder" else float(threshold)
+  if not np.isfinite(threshold):
+    return ev.Finding(ev.NOT_TESTABLE, "no ladder run failed", "nothing to predict", {})
+  table = prediction.predict_divergence(ladder, float(measured["num_params"].iloc[0]), threshold)
+  rows = []
+  for r in table.itertuples():
+    if r.lr in measured.index:
+      got = measured.loc[r.lr]
+      rows.append({"lr": r.lr, "predicted": r.predicted_max_logit, "measured": got["max_logit"],
+                   "predicted_fails": bool(r.predicted_max_logit >= threshold),
+                   "failed": bool(got["failed"])})
+  checked = pd.DataFrame(rows)
+  confirmed = checked["predicted_fails"] == checked["failed"]
+  ratio = np.abs(np.log10(checked["measured"] / checked["predicted"]))
+  near = float(np.nanmedian(ratio)) <= math.log10(3)
+  verdict = ev.judged(bool(confirmed.all()) and near)
+  ours = (f"{target.get('size')}, max logit of block 0 at step {step}, threshold "
+          f"{ev.fmt(threshold)}: " + "; ".join(
+              f"LR {ev.fmt(r.lr)} predicted {ev.fmt(r.predicted)} "
+              f"({'fails' if r.predicted_fails else 'trains'}), measured {ev.fmt(r.measured)} "
+              f"({'failed' if r.failed else 'trained'})" for r in checked.itertuples()))
+  return ev.Finding(verdict, ours,
+                    f"{int(confirmed.sum())} of {len(checked)} predictions confirmed; median "
+                    f"measured/predicted logit within a factor {ev.fmt(10 ** float(np.nanmedian(ratio)), 2)}",
+                    {"threshold": threshold, "step": step,
+                     "checked": checked.to_dict("records")})
 
 
 def check_fig10(s: ev.Sweeps) -> ev.Finding:

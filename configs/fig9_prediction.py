@@ -1,23 +1,26 @@
-"""Fig 9: predicting attention-logit-growth divergence of a large model from small ones.
+"""Fig 9: predicting attention-logit-growth divergence of a larger model from small ones.
 
-One arm, `qkln-off` (qk-layernorm off, everything else default), over the Fig 1 ladder
-(d512-L3 .. d2048-L24 at paper scale) × the scale's LR grid, plus one target run a size beyond
-the ladder at one LR: d4096-L24 (4.8B) at LR 1e-2 at paper scale, the run the paper predicted
-to diverge and trained (PAPER.md §4 Fig 9). At gpu scale the target is d768-L12 at 1e-2; at cpu
-scale the ladder is d64-L1, d64-L2, d128-L2 (three sizes, for the quadratic) and the target
-d128-L4 at 1e-2. Overrides: `sizes=a+b` (the ladder), `target=<size>`, `target_lr=<lr>`; the
-paper chose the target after fitting the ladder, so re-run with the LR whose fit crosses 1e4.
+One arm, `qkln-off` (qk-layernorm off, everything else default), over a ladder of sizes × the
+scale's LR grid, plus a target a size beyond the ladder (paper §3.3). The metric is the max
+attention logit of block 0 at an early training step; for each LR a quadratic in log10(N) is fitted
+to log10(max logit) over the ladder and extrapolated to the target (analysis/prediction.py).
 
-The metric is the max attention logit of block 0 (`attn_logit_max/block_0`) at training step
-2000, which train.log_every hits at gpu (50) and paper (100) scale. Training still runs the
-full schedule (steps, warm-up and cosine as in Fig 1), so that the ladder points are the same
-runs as fig1's `qkln-off` arm: copy those run folders into this sweep's folder and they are
-skipped (`cp -r results/fig1/*_qkln-off results/fig9/`). cpu scale trains 300 steps, so there
-the prediction uses the last logged step (analysis.prediction takes the last one <= 2000).
-
-Makes: max logit vs parameters per LR with the quadratic fits in log-log space, the 1e4
-threshold and the predicted vs measured logit of the target (analysis.prediction,
-figures.max_logit_vs_params), besides the report's loss vs LR.
+  paper  ladder: the Fig 1 ladder (d512-L3 .. d2048-L24); target d4096-L24 (4.8B) at LR 1e-2,
+         the run the paper predicted to diverge; metric at step 2000; threshold 1e4 (every run
+         above it diverged in the paper).
+  gpu    ladder: the gpu ladder; target d768-L12 at 1e-2; step 2000; threshold 1e4.
+  cpu    ladder: d64-L1 and the Fig 1 ladder (four sizes, so that the quadratic is a fit, not
+         an interpolation); target d192-L4 (1.8M) at every LR of the grid, so that the
+         prediction is checked at each LR instead of at one picked after the fit. Metric at
+         step 30, the end of the warm-up: before it the logits have barely moved, after it the
+         runs that fail have already grown. Threshold: the paper's 1e4 says "above this, every
+         run failed"; at cpu scale no run reaches 1e4 that early, so analysis/claims.py takes
+         the same rule from the ladder itself: the smallest logit above which every ladder run
+         failed (diverged, or lost a fifth of the way from its best loss back to ℓ0).
+The ladder points are the same runs as fig1's `qkln-off` arm (seed 0): `make reproduce` copies
+them in; by hand, `cp -r results/fig1/*_qkln-off results/fig9/` and they are skipped.
+Overrides: `sizes=a+b` (the ladder), `target=<size>`, `target_lr=<lr>` (one LR instead of the
+cpu default of all).
 
   python -m launch.sweep --experiment=configs/fig9_prediction.py:scale=cpu --out=results/fig9
   python -m analysis.report results/fig9
@@ -26,10 +29,11 @@ figures.max_logit_vs_params), besides the report's loss vs LR.
 from configs import grid
 
 ARM = "qkln-off"
-TARGET_LR = 1e-2
-# Three ladder sizes at cpu scale: the fit is quadratic.
-LADDER = grid.SCALE_SIZES
-METRIC_STEP = 2000
+LADDER = {"cpu": ("d64-L1",) + grid.SCALE_SIZES["cpu"], "gpu": grid.SCALE_SIZES["gpu"],
+          "paper": grid.SCALE_SIZES["paper"]}
+TARGET_LRS = {"cpu": grid.SCALE_LRS["cpu"], "gpu": (1e-2,), "paper": (1e-2,)}
+METRIC_STEP = {"cpu": 30, "gpu": 2000, "paper": 2000}
+THRESHOLD = {"cpu": "ladder", "gpu": 1e4, "paper": 1e4}
 
 
 def get_grid(arg: str | None = None) -> grid.Grid:
@@ -37,13 +41,15 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   scale = kv["scale"]
   arm = {ARM: grid.QKLN_ARMS[ARM]}
   target = kv.get("target", grid.SCALE_TARGET_SIZE[scale])
-  target_lr = float(kv.get("target_lr", TARGET_LR))
+  target_lrs = (float(kv["target_lr"]),) if "target_lr" in kv else TARGET_LRS[scale]
   points = grid.sweep(arm, grid.sizes_arg(kv, LADDER[scale]), grid.SCALE_LRS[scale])
-  points += [p for p in grid.sweep(arm, [target], [target_lr])
+  points += [p for p in grid.sweep(arm, [target], target_lrs)
              if p.name not in {q.name for q in points}]  # unless the ladder has it already
   return grid.Grid(
       experiment="fig9_prediction", scale=scale, figure="Fig 9", points=points,
-      sensitivity=grid.single_sensitivity(scale))
+      sensitivity=grid.single_sensitivity(scale),
+      analysis={"target": {"size": target, "lrs": list(target_lrs)},
+                "metric_step": METRIC_STEP[scale], "threshold": THRESHOLD[scale]})
 
 
 def get_config(arg: str | None = None):

@@ -465,35 +465,51 @@ def test_fig8_not_reproduced_when_mup_full_fails_at_lr_1(tmp_path, full_loss):
 # 9. Fig 9: predicting divergence of a larger model
 
 
-def fig9_runs(target_loss) -> list[Run]:
-  # Sizes ×4 apart in parameters; at step 200 the logit is ×10 per size: 10, 100, 1000, so the
-  # fit predicts 1e4 at d512-L2. Step 300 (after the metric step) is ×10 more and must not count.
-  ladder = [Run("qkln-off", size, 0.1, metrics={LOGIT: [1.0, x / 2, x, 10 * x]})
+def fig9_runs(target_loss_at_high_lr) -> list[Run]:
+  # Sizes ×4 apart in parameters. At LR 0.1 the logit at step 200 is ×10 per size (10, 100,
+  # 1000) and the largest ladder size diverges, so the ladder's threshold is 1000 and the fit
+  # predicts 1e4 at d512-L2; step 300 (after the metric step) is ×10 more and must not count.
+  # At LR 0.01 every logit stays near 5 and every run trains.
+  ladder = [Run("qkln-off", size, 0.1, D if size == "d256-L2" else 3.0,
+                metrics={LOGIT: [1.0, x / 2, x, 10 * x]})
             for size, x in (("d64-L2", 10.0), ("d128-L2", 100.0), ("d256-L2", 1000.0))]
-  return ladder + [Run("qkln-off", "d512-L2", 0.1, target_loss,
-                       metrics={LOGIT: [1.0, 4000.0, 8000.0, math.nan]})]
+  ladder += [Run("qkln-off", size, 0.01, 3.0, metrics={LOGIT: [1.0, 3.0, x, x]})
+             for size, x in (("d64-L2", 5.0), ("d128-L2", 5.0), ("d256-L2", 5.0))]
+  return ladder + [
+      Run("qkln-off", "d512-L2", 0.1, target_loss_at_high_lr,
+          metrics={LOGIT: [1.0, 4000.0, 8000.0, math.nan]}),
+      Run("qkln-off", "d512-L2", 0.01, 3.0, metrics={LOGIT: [1.0, 3.0, 5.0, 5.0]})]
 
 
-FIG9_SPEC = {"target": {"size": "d512-L2", "lr": 0.1}, "metric_step": 200, "threshold": 5e3}
+FIG9_SPEC = {"target": {"size": "d512-L2", "lrs": [0.01, 0.1]}, "metric_step": 200,
+             "threshold": "ladder"}
 
 
-def test_fig9_reproduced_when_the_target_diverges_near_the_predicted_logit(tmp_path):
+def test_fig9_reproduced_when_the_target_fails_where_predicted_near_the_predicted_logit(
+    tmp_path):
   make_sweep(tmp_path, FIG9, fig9_runs(D), **FIG9_SPEC)
   f = check(tmp_path, claims.check_fig9)
   assert f.verdict == ev.REPRODUCED, f.reason
-  p = f.numbers["prediction"]
-  assert p["predicted_max_logit"] == pytest.approx(1e4, rel=1e-6)
-  assert p["measured_max_logit"] == 8000.0
-  assert p["ratio"] == pytest.approx(0.8, rel=1e-6)
-  assert p["predicted_diverges"] and p["measured_diverged"] and p["confirmed"]
+  assert f.numbers["threshold"] == 1000.0
+  high, low = sorted(f.numbers["checked"], key=lambda r: -r["lr"])
+  assert high["predicted"] == pytest.approx(1e4, rel=1e-6) and high["measured"] == 8000.0
+  assert high["predicted_fails"] and high["failed"]
+  assert low["predicted"] == pytest.approx(5.0, rel=1e-6)
+  assert not low["predicted_fails"] and not low["failed"]
+  assert "2 of 2 predictions confirmed" in f.reason
 
 
-def test_fig9_not_reproduced_when_the_target_trains(tmp_path):
+def test_fig9_not_reproduced_when_the_target_trains_where_failure_was_predicted(tmp_path):
   make_sweep(tmp_path, FIG9, fig9_runs(3.0), **FIG9_SPEC)
   f = check(tmp_path, claims.check_fig9)
   assert f.verdict == ev.NOT_REPRODUCED
-  assert f.numbers["prediction"]["logit_near_prediction"]
-  assert not f.numbers["prediction"]["confirmed"]
+  assert "1 of 2 predictions confirmed" in f.reason
+
+
+def test_fig9_uses_a_given_threshold(tmp_path):
+  make_sweep(tmp_path, FIG9, fig9_runs(D), **{**FIG9_SPEC, "threshold": 2e4})
+  f = check(tmp_path, claims.check_fig9)  # 1e4 predicted < 2e4: "trains", but it diverged
+  assert f.numbers["threshold"] == 2e4 and f.verdict == ev.NOT_REPRODUCED
 
 
 # ---------------------------------------------------------------------------------------------
