@@ -1,4 +1,4 @@
-"""The paper's checkable claims (docs/paper_notes.md lists them), each a function of sweeps.
+"""The paper's checkable claims, each a function of the sweeps it reads (docs/reproduction.md).
 
 Each `Claim` names the sweeps it reads and a check that returns an `evidence.Finding`: the numbers
 it measured and a verdict. A direction the paper states counts as reproduced only where it holds

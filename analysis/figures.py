@@ -1,4 +1,5 @@
-"""The paper's figures from result folders (PAPER.md §4), drawn with matplotlib (Agg).
+"""The paper's figures from result folders (docs/paper_notes.md#experiments), drawn with
+matplotlib (Agg).
 
 Every function returns a `matplotlib.figure.Figure` (no pyplot state) and, given `save_to`,
 writes `<save_to>.png` and `<save_to>.svg`. Each figure has labelled axes, a legend, a title

@@ -1,4 +1,4 @@
-"""Predicting attention-logit-growth divergence from small models (Fig 9, PAPER.md §4).
+"""Predicting attention-logit-growth divergence from small models (Fig 9, paper §3.3).
 
 For each LR (of models without qk-layernorm), take the max attention logit of block 0 at
 training step S (default 2000; the last logged step at or before S), fit a quadratic in

@@ -1,4 +1,4 @@
-"""Reads result folders (DESIGN.md, "The result format") into pandas tables.
+"""Reads result folders (docs/paper_notes.md#result-format) into pandas tables.
 
 Nothing here imports `stability`: a folder of runs, local or on GCS, is all it needs.
 

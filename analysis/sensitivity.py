@@ -1,4 +1,4 @@
-"""LR sensitivity (PAPER.md §3, paper §2.2 and App. B).
+"""LR sensitivity (docs/paper_notes.md#lr-sensitivity, paper §2.2 and App. B).
 
 For the runs of one model at peak LRs η in a range [a, b], with ℓ(η) the final eval loss:
 

@@ -3,7 +3,8 @@
 Select one with `ablation=<name>` (required); each is its own experiment (and results folder).
 All start from the default recipe (qk-layernorm per head, z-loss 1e-4, independent weight decay
 1e-4, warm-up 5e3 of 1e5 steps at paper scale) over the Fig 1 ladder × the scale's LR grid
-(PAPER.md §4; the sizes of these figures are [unknown]: narrow them with `sizes=a+b`).
+(docs/paper_notes.md#figs-e7-e11-e14-ablations; the sizes of these figures are [unknown]:
+narrow them with `sizes=a+b`).
 
   e7   Fig E.7 `e7_steps`: total steps 0.5×, 1×, 2× the scale's (5e4 / 1e5 / 2e5 at paper
        scale), warm-up kept at the scale's default; arms `steps-<n>`.
@@ -21,8 +22,8 @@ All start from the default recipe (qk-layernorm per head, z-loss 1e-4, independe
        `softmax_qkln-off`, `softmax_qkln-on`, `squared-relu_qkln-off`, `squared-relu_qkln-on`.
   e14  Fig E.14 `e14_param_rms_lr`: each parameter's LR × max(RMS(p), 1e-3) (Adafactor's
        relative step, opt.lr_scale param_rms) vs none; arms `lr-scale-none`,
-       `lr-scale-param_rms`. LR sensitivity is not comparable here (PAPER.md §3), so the grid
-       sets none; read the loss vs LR curves.
+       `lr-scale-param_rms`. LR sensitivity is not comparable here
+       (docs/paper_notes.md#lr-sensitivity), so the grid sets none; read the loss vs LR curves.
 
 Makes: final eval loss vs LR per size and arm, and (but for e14) LR sensitivity vs parameters.
 

@@ -1,4 +1,4 @@
-"""Paper defaults (PAPER.md §1): one point of a grid is one of these configs.
+"""Paper defaults (paper §2.1; docs/paper_notes.md): one point of a grid is one of these configs.
 
 Run one point:
 
@@ -39,7 +39,7 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The paper's default run (PAPER.md §1), with shorthands from `arg` applied."""
+  """The paper's default run (paper §2.1), with shorthands from `arg` applied."""
   c = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict(dict(

@@ -1,12 +1,13 @@
 """Fig 10: how large must attention logits be to break learning?
 
-Arms (PAPER.md §4 Fig 10): `kappa-<κ>` for κ in {1, 10, 100, 1e3, 3e3, 1e4, 3e4}: queries and
+Arms (paper §3.3, Fig 10): `kappa-<κ>` for κ in {1, 10, 100, 1e3, 3e3, 1e4, 3e4}: queries and
 keys pass through g(z) = sqrt(κ)·z / RMS(z) after RoPE (model.attention='forced',
 model.forced_kappa), with qk-layernorm off, so every logit is forced to size ~κ (the largest
-possible is κ·sqrt(d_h), PAPER.md §6.13). Plus `bigram`: the same model with no blocks
-(embedding → final LayerNorm → head, d<width>-L0), the reference line. One model, the "10M"
-d512-L3 at gpu and paper scale (d128-L2 at cpu scale; `sizes=a+b` to change, each size gets
-its own bigram), one LR, 1e-2 (`lr=` to change, e.g. to the best LR of that size in Fig 1).
+possible is κ·sqrt(d_h), docs/paper_notes.md#choices-where-the-paper-is-silent). Plus
+`bigram`: the same model with no blocks (embedding → final LayerNorm → head, d<width>-L0), the
+reference line. One model, the "10M" d512-L3 at gpu and paper scale (d128-L2 at cpu scale;
+`sizes=a+b` to change, each size gets its own bigram), one LR, 1e-2 (`lr=` to change, e.g. to
+the best LR of that size in Fig 1).
 
 Makes: final eval loss vs κ with the bigram loss as a line. The report draws one point per arm;
 the κ axis is the arm's `model.forced_kappa` in each run's config.json.

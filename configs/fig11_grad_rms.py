@@ -1,6 +1,6 @@
 """Figs 11, 12, 13, E.12, E.13, E.15: gradient RMS shrinks with scale and LR to AdamW's ε.
 
-Arms (PAPER.md §4 Figs 11-13):
+Arms (paper §3.4, Figs 11-13):
   qkln-on          the default model over the Fig 1 ladder × the scale's LR grid (Figs 11,
                    E.12, E.13); the same points as fig1's `qkln-on` arm (equal run names and
                    configs: `cp -r results/fig1/*_qkln-on results/fig11/` and they are skipped)

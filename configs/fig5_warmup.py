@@ -1,7 +1,7 @@
 """Fig 5: longer warm-up lowers LR sensitivity, most for the larger models.
 
-Arms: linear warm-up of 0.1×, 1× and 5× the scale's default, with the total steps fixed (PAPER.md
-§4 Fig 5; the values are [unknown] in the paper). At paper scale that is 500, 5e3 (the default)
+Arms: linear warm-up of 0.1×, 1× and 5× the scale's default, with the total steps fixed (paper
+§3.2.1, Fig 5; the values are [unknown] in the paper). At paper scale that is 500, 5e3 (the default)
 and 2.5e4 of 1e5 steps, i.e. 0.5%, 5% and 25% of training; at gpu scale 50, 500, 2500 of 1e4
 (the same fractions); at cpu scale 3, 30, 150 of 300, so that the middle arm is the cpu default
 like every other experiment's. Labels carry the step count (`warmup-5000`). Everything else is

@@ -1,6 +1,7 @@
 """Fig 6: weight decay independent of the LR gives lower LR sensitivity than LR-coupled decay.
 
-Arms (PAPER.md §4 Fig 6, §1.3), qk-layernorm per head in both:
+Arms (paper §3.2.2, Fig 6; docs/paper_notes.md#optimizer-and-schedule), qk-layernorm per
+head in both:
   wd-independent  θ ← θ − s_t(ηΔ + λθ), λ = 1e-4 (the default recipe)
   wd-coupled      θ ← θ − s_t·η(Δ + λθ), λ = 0.1 (AdamW as in PyTorch / Optax)
 Sizes: the Fig 1 ladder (its two smaller sizes at cpu scale). λ keeps the paper's values at
@@ -8,8 +9,9 @@ every scale: over 300 cpu steps the independent λ = 1e-4 hardly decays at all, 
 λ·η·T stays large at high LR (0.1 × 0.1 × 300 = 3), so at cpu scale this compares LR-coupled
 decay with next to none; the verdict says so. LRs: the scale's grid; the coupled arm gets one more LR below it
 (1e-4 at gpu and paper scale, 3e-4 at cpu scale), because its LR sensitivity is the minimum
-over two ranges, [1e-4, 1e-1] and [3e-4, 3e-1] at paper scale (PAPER.md §3); `sensitivity`
-says so for that arm, the independent arm uses the single range.
+over two ranges, [1e-4, 1e-1] and [3e-4, 3e-1] at paper scale
+(docs/paper_notes.md#lr-sensitivity); `sensitivity` says so for that arm, the independent arm
+uses the single range.
 
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters.
 

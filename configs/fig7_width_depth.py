@@ -1,6 +1,6 @@
 """Figs 7, E.2, E.3: scaling width vs scaling depth, with and without qk-layernorm.
 
-Arms (PAPER.md §4 Fig 7): `width_qkln-on`, `width_qkln-off` scale d_model at a fixed depth
+Arms (paper §3.2.3, Fig 7): `width_qkln-on`, `width_qkln-off` scale d_model at a fixed depth
 (heads grow with width, head dim 64); `depth_qkln-on`, `depth_qkln-off` scale the number of
 layers at a fixed width. Each arm has its own sizes:
   paper  width: configs/sizes.py WIDTH_SWEEP (d256..d2048, L=6); depth: DEPTH_SWEEP (L3..L48, d=512)

@@ -1,16 +1,16 @@
 """Figs 8, E.4, E.5: μParam against LR sensitivity, with and without qk-layernorm.
 
-Arms (PAPER.md §4 Fig 8): parametrization × qk-layernorm per head / off, labels
-`<param>_qkln-on|off` with <param> one of
+Arms (paper §3.2.4, Fig 8; docs/paper_notes.md#fig-8-muparam): parametrization ×
+qk-layernorm per head / off, labels `<param>_qkln-on|off` with <param> one of
   standard           the default recipe
   mup-simple         (i) LR of every linear layer × base-fan-in / fan-in
   mup-intermediate   (i) + (ii) head init std sqrt(base-fan-in) / fan-in
   mup-full           (i) + (ii) + (iii) attention scale 1/d_h + (iv) zero-init queries
-The base width is the smallest model's: 256 at gpu and paper scale (PAPER.md §3.2.4), 64 at
+The base width is the smallest model's: 256 at gpu and paper scale (paper §3.2.4), 64 at
 cpu scale (`model.mup_base_width`, set on the μParam arms). Sizes: the Fig 1 ladder; LRs: the
 scale's grid, extended one step up (to 1.0 at paper scale, 3.0 at cpu scale) for
 `mup-full_qkln-on`, which trains at LR 1 in Fig E.5. LR sensitivity keeps the grid's range
-(μParam's per-layer LR multipliers leave it comparable, PAPER.md §3).
+(μParam's per-layer LR multipliers leave it comparable, docs/paper_notes.md#lr-sensitivity).
 
 Makes: final eval loss vs LR per size and arm (Fig 8 top: mup-simple_qkln-on against
 standard_qkln-on; Fig E.4: the qkln-off arms; Fig E.5: mup-intermediate and mup-full), LR

@@ -1,6 +1,6 @@
 """Fig C.1: the RMS of Transformer block outputs vs model size, LR and block index.
 
-One arm, `qkln-on`: the default model over the Fig 1 ladder × the scale's LR grid (PAPER.md §4
+One arm, `qkln-on`: the default model over the Fig 1 ladder × the scale's LR grid (paper
 App. C). These are the same points as fig1's `qkln-on` arm (equal run names and configs): copy
 those run folders into this sweep's folder and they are skipped
 (`cp -r results/fig1/*_qkln-on results/figC1/`). Block-output RMS is logged for every block as

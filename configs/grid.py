@@ -7,7 +7,7 @@ An experiment file (e.g. `configs/fig1_qk_layernorm.py`) defines
 
 where `arg` carries `scale=cpu|gpu|paper` (and, for get_config, `point=`). `scale` shrinks the
 grid: `cpu` trains in minutes on a laptop on the embedded corpus, `gpu` in hours on one GPU,
-`paper` is the published setting (PAPER.md §1, C4).
+`paper` is the published setting (docs/paper_notes.md#scales, C4).
 """
 
 import dataclasses
@@ -20,7 +20,7 @@ from configs import base, sizes
 
 SCALES = ("cpu", "gpu", "paper")
 
-# The paper's LR grid and LR-sensitivity range (PAPER.md §3).
+# The paper's LR grid and LR-sensitivity range (docs/paper_notes.md#lr-sensitivity).
 PAPER_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 PAPER_RANGE = (3e-4, 3e-1)
 # Tiny models tolerate larger LRs: the CPU grid is the paper's shifted up half a decade to 1.

@@ -1,9 +1,9 @@
-"""The model ladder (PAPER.md §2.2) and tiny CPU sizes.
+"""The model ladder (docs/paper_notes.md#model-sizes) and tiny CPU sizes.
 
 A size is named `d{d_model}-L{num_layers}`, optionally `-h{num_heads}`; heads default to
-d_model / 64 (head dim 64, PAPER.md §1.1). Any name of that form is accepted, so width and
-depth sweeps need no table entry; the tables below are the reconstructed ladder of the paper
-and the sizes that train in minutes on a laptop CPU.
+d_model / 64 (head dim 64, docs/paper_notes.md#model). Any name of that form is accepted, so
+width and depth sweeps need no table entry; the tables below are the reconstructed ladder of the
+paper and the sizes that train in minutes on a laptop CPU.
 """
 
 import re
@@ -12,7 +12,8 @@ from stability import flops
 
 HEAD_DIM = 64
 
-# Joint width+depth ladder of Fig 1 (PAPER.md §2.2): non-embedding params ≈ 12·L·d².
+# Joint width+depth ladder of Fig 1, non-embedding params ≈ 12·L·d²
+# (docs/paper_notes.md#model-sizes).
 PAPER_LADDER = (
     "d256-L3",    # 2.4M  (Fig 4)
     "d512-L3",    # 9.4M  (Fig 10's "10M")

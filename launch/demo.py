@@ -75,7 +75,7 @@ def main(argv):
   written = figures.make_experiment_figures(out, out_dir, runs=runs)
   headline = figures.qk_layernorm_headline(runs, save_to=os.path.join(out_dir, "demo"))
   del headline
-  print("\nLR sensitivity (docs/reproduction.md; lower is more stable):")
+  print("\nLR sensitivity (docs/paper_notes.md#lr-sensitivity; lower is more stable):")
   print(sensitivity.format_table(table))
   print()
   print(ratio_lines(table))

@@ -110,24 +110,55 @@ def reuse_shared_runs(grid: grid_lib.Grid, out_dir: str, index: dict[str, str]) 
   return copied
 
 
+def todo_flops(grids: list[grid_lib.Grid], out: str) -> float:
+  """Training FLOPs of the points that are neither finished nor copyable from a finished run."""
+  index = finished_runs(out)
+  total = 0.0
+  for grid in grids:
+    for point in grid.points:
+      run_dir = os.path.join(out, grid.experiment, point.name)
+      if sweep.point_status(epath.Path(run_dir)) in ("done", "diverged"):
+        continue
+      config = json.loads(json.dumps(grid_lib.config_for(point, grid.scale).to_dict()))
+      if canonical(config) not in index:
+        total += sweep.point_cost(point, grid.scale).flops
+  return total
+
+
+class Progress:
+  """Minutes so far and an ETA for the whole reproduction, from the FLOP rate measured so far."""
+
+  def __init__(self, grids: list[grid_lib.Grid], out: str):
+    self.grids, self.out = grids, out
+    self.started = time.time()
+    self.total = todo_flops(grids, out)
+
+  def line(self) -> str:
+    minutes = (time.time() - self.started) / 60
+    left = todo_flops(self.grids, self.out)
+    done = self.total - left
+    eta = f"ETA {left / done * minutes:.0f} min" if done > 0 and minutes > 0 else "ETA unknown"
+    return f"{minutes:.1f} min so far, {left / max(self.total, 1):.0%} of the training left, {eta}"
+
+
 def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int,
-                   started: float) -> None:
+                   progress: Progress) -> None:
   out_dir = os.path.join(args.out, grid.experiment)
   os.makedirs(out_dir, exist_ok=True)
   copied = reuse_shared_runs(grid, out_dir, finished_runs(args.out))
   print(f"[reproduce] {i}/{n} {grid.experiment} ({grid.figure}): {len(grid.points)} points, "
-        f"{copied} copied from earlier experiments; {(time.time() - started) / 60:.1f} min so far",
-        flush=True)
+        f"{copied} copied from earlier experiments; {progress.line()}", flush=True)
   t0 = time.time()
-  train = args.train == "true"
-  if train:
+  if args.train == "true":
     counts = sweep.run_grid(grid, out_dir)
     print(f"[reproduce] {grid.experiment}: " + ", ".join(f"{v} {k}" for k, v in
                                                          sorted(counts.items()))
           + f" in {(time.time() - t0) / 60:.1f} min", flush=True)
   else:
     (epath.Path(out_dir) / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
-  reference.export(out_dir, os.path.join(args.reference, grid.experiment))
+  written = reference.export(out_dir, os.path.join(args.reference, grid.experiment))
+  print(f"[reproduce] {written} runs of {grid.experiment} written to "
+        f"{os.path.join(args.reference, grid.experiment)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     from stability import runtime
     runtime.enable_compilation_cache()
   started = time.time()
+  progress = Progress(grids, args.out)
   for i, grid in enumerate(grids, 1):
-    run_experiment(args, grid, i, len(grids), started)
+    run_experiment(args, grid, i, len(grids), progress)
   if args.doc:
     from analysis import reproduction
     reproduction.write(args.reference, args.doc)

@@ -6,9 +6,9 @@
   tokens     a flat file of token ids (.npy or raw .bin), memory-mapped; fastest for grids
   synthetic  seeded random ids, for benchmarks and smoke tests
 
-Packing (PAPER.md §1.5): documents are tokenized, concatenated with EOS after each one, and cut
-into rows of exactly seq_len + 1 ids: no padding. A batch `x` gives inputs `x[:, :-1]` and
-targets `x[:, 1:]`.
+Packing (docs/paper_notes.md#data-and-tokenizer): documents are tokenized, concatenated with
+EOS after each one, and cut into rows of exactly seq_len + 1 ids: no padding. A batch `x` gives
+inputs `x[:, :-1]` and targets `x[:, 1:]`.
 
 Order: the global batch sequence is a pure function of (dataset, data.seed, data.batch_size).
 Host p of P reads rows [p*B/P, (p+1)*B/P) of every global batch. For embedded / tokens / text

@@ -1,4 +1,4 @@
-"""Next-token cross-entropy plus z-loss (PAPER.md §1.4), in float32.
+"""Next-token cross-entropy plus z-loss (docs/paper_notes.md#optimizer-and-schedule), in float32.
 
 z-loss (PaLM) adds coef · log²Z per token, Z = Σ_v exp(logit_v); it keeps log Z near 0 and
 so stops the output logits from drifting (Figs 3-4). The reported loss is the cross-entropy.

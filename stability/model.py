@@ -1,4 +1,4 @@
-"""The paper's decoder-only Transformer (PAPER.md §1.1) in Flax Linen.
+"""The paper's decoder-only Transformer (paper §2.1; docs/paper_notes.md#model) in Flax Linen.
 
 Pre-LN blocks, a final LayerNorm, LayerNorm with a scale only (eps 1e-6), no biases anywhere,
 untied embedding and head, GELU MLP of width 4d, RoPE, causal attention scaled by 1/sqrt(d_head),

@@ -1,5 +1,5 @@
-"""The optax chain of the paper (PAPER.md §1.3), in three parts so that the train step can log
-what the paper plots between them:
+"""The optax chain of the paper (docs/paper_notes.md#optimizer-and-schedule), in three parts
+so that the train step can log what the paper plots between them:
 
   clip       global-norm clipping of the raw gradient g                     -> g_clip
   direction  Adam(β1, β2, ε): the unscaled update Δ = m̂ / (sqrt(v̂) + ε)   -> Δ (Figs 11-13)

@@ -1,4 +1,4 @@
-"""Standard parametrization and μParam variants (PAPER.md §4, Fig 8, E.4-E.6).
+"""Standard parametrization and μParam variants (paper §3.2.4, Fig 8, E.4-E.6).
 
 The model applies the init-time parts itself (head init scale, 1/d_head attention scale,
 zero query init; see `model.py`); this module gives the optimizer its per-parameter LR

@@ -1,4 +1,4 @@
-"""The result folder of one run (DESIGN.md, "The result format"): the training side of the
+"""The result folder of one run (docs/paper_notes.md#result-format): the training side of the
 contract that `analysis/` reads.
 
   config.json     the resolved config          metrics.jsonl   one row per logged step

@@ -1,4 +1,5 @@
-"""Writes fake result folders in the training result format (DESIGN.md) for analysis tests."""
+"""Writes fake result folders in the training result format (docs/paper_notes.md#result-format)
+for analysis tests."""
 
 from __future__ import annotations
 

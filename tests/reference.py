@@ -1,8 +1,8 @@
 """A float64 numpy implementation of the paper's decoder: the independent reference for model.py.
 
-Written from PAPER.md §1.1 directly (not from model.py): pre-LN blocks, LayerNorm without bias
-(eps 1e-6), RoPE (rotate-half, base 10000), causal softmax attention scaled by 1/sqrt(d_head),
-tanh-GELU MLP, final LayerNorm, untied head.
+Written from docs/paper_notes.md#model directly (not from model.py): pre-LN blocks, LayerNorm
+without bias (eps 1e-6), RoPE (rotate-half, base 10000), causal softmax attention scaled by
+1/sqrt(d_head), tanh-GELU MLP, final LayerNorm, untied head.
 """
 
 import numpy as np

@@ -1,8 +1,9 @@
 """The experiment grids (configs/fig*.py, configs/ablations.py) against the published ones.
 
-At `scale=paper` every grid must list the sizes, LRs and arms of PAPER.md §4; at every scale
-its point names are unique and each point's config validates; `launch.sweep --dry_run` prints
-it; and one point of each experiment at `scale=cpu` trains for three steps.
+At `scale=paper` every grid must list the sizes, LRs and arms of the paper
+(docs/paper_notes.md#experiments); at every scale its point names are unique and each point's
+config validates; `launch.sweep --dry_run` prints it; and one point of each experiment at
+`scale=cpu` trains for three steps.
 """
 
 import collections
@@ -27,7 +28,7 @@ from stability import validation
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAPER_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 LADDER = ("d512-L3", "d512-L6", "d768-L6", "d768-L12", "d1024-L12", "d1024-L24", "d1536-L24",
-          "d2048-L24")  # Fig 1's joint ladder, up to 1.2B (PAPER.md §2.2)
+          "d2048-L24")  # Fig 1's joint ladder, up to 1.2B (docs/paper_notes.md#model-sizes)
 ABLATIONS = ("e7", "e8", "e9", "e10", "e11", "e14")
 # (config module, extra arg): every experiment grid, each configs/fig*.py and each ablation.
 FIGURES = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "configs").glob("fig*.py"))
@@ -122,7 +123,7 @@ def test_ablation_must_be_named():
 
 
 # ---------------------------------------------------------------------------------------------
-# The published grids (PAPER.md §4)
+# The published grids (docs/paper_notes.md#experiments)
 
 
 def test_fig3_zloss_by_weight_decay():
