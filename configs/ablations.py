@@ -25,6 +25,11 @@ narrow them with `sizes=a+b`).
        `lr-scale-param_rms`. LR sensitivity is not comparable here
        (docs/paper_notes.md#lr-sensitivity), so the grid sets none; read the loss vs LR curves.
 
+cpu scale: the two smaller sizes (d64-L2, d128-L2), but for e10 and e11, which train d128-L2
+alone (ABLATION_SIZES: their claims read one size). e10's λ keep the paper's totals λ·T
+(grid.matched_decay): {0, 1e-5, 1e-4, 1e-3} × 1e5 steps = {0, 1, 10, 100}, which over 300 steps
+is λ ∈ {0, 3.3e-3, 3.3e-2, 0.33}; the paper's λ themselves would all be no decay in 300 steps.
+
 Makes: final eval loss vs LR per size and arm, and (but for e14) LR sensitivity vs parameters.
 
   python -m launch.sweep --experiment=configs/ablations.py:scale=cpu,ablation=e7 \

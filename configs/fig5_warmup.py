@@ -6,7 +6,7 @@ and 2.5e4 of 1e5 steps, i.e. 0.5%, 5% and 25% of training; at gpu scale 50, 500,
 (the same fractions); at cpu scale 3, 30, 150 of 300, so that the middle arm is the cpu default
 like every other experiment's. Labels carry the step count (`warmup-5000`). Everything else is
 the default recipe (qk-layernorm per head, z-loss, independent weight decay). Sizes: the Fig 1
-ladder (the two smaller sizes at cpu scale); LRs: the scale's grid.
+ladder (the two smaller sizes at cpu scale, d64-L2 and d128-L2); LRs: the scale's grid.
 
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters per warm-up.
 

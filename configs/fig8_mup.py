@@ -16,6 +16,9 @@ Makes: final eval loss vs LR per size and arm (Fig 8 top: mup-simple_qkln-on aga
 standard_qkln-on; Fig E.4: the qkln-off arms; Fig E.5: mup-intermediate and mup-full), LR
 sensitivity vs parameters (Fig 8 bottom).
 
+cpu scale: the two smaller sizes (d64-L2, d128-L2: widths 64 and 128) and only the arms the
+claims read (CPU_ARMS): standard on/off (fig1's runs), mup-simple on/off and mup-full on.
+
 Not here: Fig E.6 (standard parametrization with only the 1/d_h attention scale) needs a model
 option that scales attention by 1/d_h without the rest of μParam (full); model.parametrization
 has no such value, so it is skipped.
