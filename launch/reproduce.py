@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="train missing points (false: only export and redraw the page)")
   return parser.parse_args(argv)
 
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
+
 # (experiment file and arg): every sweep the claims read, the cheap and shared ones first.
 EXPERIMENTS = (
     "configs/fig1_qk_layernorm.py:scale=cpu",
@@ -142,13 +144,15 @@ class Progress:
 
 
 def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int,
-                   progress: Progress) -> None:
+                   progress: Progress) -> dict[str, int]:
+  """Copies shared runs, trains the rest, exports the reference; returns counts by status."""
   out_dir = os.path.join(args.out, grid.experiment)
   os.makedirs(out_dir, exist_ok=True)
   copied = reuse_shared_runs(grid, out_dir, finished_runs(args.out))
   print(f"[reproduce] {i}/{n} {grid.experiment} ({grid.figure}): {len(grid.points)} points, "
         f"{copied} copied from earlier experiments; {progress.line()}", flush=True)
   t0 = time.time()
+  counts = {}
   if args.train == "true":
     counts = sweep.run_grid(grid, out_dir)
     print(f"[reproduce] {grid.experiment}: " + ", ".join(f"{v} {k}" for k, v in
@@ -159,6 +163,7 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
   written = reference.export(out_dir, os.path.join(args.reference, grid.experiment))
   print(f"[reproduce] {written} runs of {grid.experiment} written to "
         f"{os.path.join(args.reference, grid.experiment)}", flush=True)
+  return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
   started = time.time()
   progress = Progress(grids, args.out)
   for i, grid in enumerate(grids, 1):
-    run_experiment(args, grid, i, len(grids), progress)
+    if run_experiment(args, grid, i, len(grids), progress).get("preempted"):
+      print("[reproduce] preempted (SIGTERM): the same command resumes where it stopped",
+            flush=True)
+      return EXIT_PREEMPTED
   if args.doc:
     from analysis import reproduction
     reproduction.write(args.reference, args.doc)
