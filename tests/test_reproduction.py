@@ -120,3 +120,19 @@ def test_redraw_without_training_writes_the_page_and_figures(tmp_path, in_repo):
   assert "| 1 | Fig 1 |" in text and "**not run**" in text
   assert (tmp_path / "docs" / "reproduction" / "fig1_qk_layernorm" / "loss_vs_lr.png").exists()
   assert "](reproduction/fig1_qk_layernorm/loss_vs_lr.png)" in text
+
+
+def test_a_preempted_experiment_stops_the_reproduction(tmp_path, monkeypatch):
+  trained = []
+
+  def fake_run_grid(grid, out_dir, only="", batch=False):
+    trained.append(grid.experiment)
+    return {"preempted": 1}
+
+  monkeypatch.setattr(reproduce.sweep, "run_grid", fake_run_grid)
+  code = reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}",
+                         "--doc=", "--only=fig10,fig11"])
+  assert code == reproduce.EXIT_PREEMPTED and trained == ["fig10_forced_logits"]
+  # What had finished is still exported before it stops.
+  assert os.path.exists(tmp_path / "ref" / "fig10_forced_logits" / "timing.json")
+  assert not os.path.exists(tmp_path / "ref" / "fig11_grad_rms")
