@@ -130,14 +130,22 @@ def loss_curve(runs: pd.DataFrame, arm: str, size: str) -> pd.Series:
 
 
 def critical_lr(curve: pd.Series, init_loss: float) -> float:
-  """The smallest LR at which the loss is FAILED_FRACTION of the way from its best back to ℓ0.
-
-  inf when no LR of the grid fails.
+  """The LR above the best one at which the loss has come FAILED_FRACTION of the way back from
+  its best to ℓ0: interpolated in log LR between the last grid LR below that level and the
+  first at or above it. inf when no LR of the grid gets there.
   """
+  curve = curve.sort_index()
   best = curve.min()
-  failed = curve[curve >= best + FAILED_FRACTION * (init_loss - best)]
-  failed = failed[failed.index > curve.idxmin()]
-  return float(failed.index.min()) if len(failed) else math.inf
+  level = best + FAILED_FRACTION * (init_loss - best)
+  above_best = curve[curve.index >= curve.idxmin()]
+  failed = above_best[above_best >= level]
+  if failed.empty:
+    return math.inf
+  lr_fail = failed.index.min()
+  before = above_best[above_best.index < lr_fail]
+  lr_ok, loss_ok = before.index.max(), before.iloc[-1]
+  t = (level - loss_ok) / (curve[lr_fail] - loss_ok)
+  return float(10 ** (math.log10(lr_ok) + t * (math.log10(lr_fail) - math.log10(lr_ok))))
 
 
 def sizes_by_params(runs: pd.DataFrame) -> list[str]:
