@@ -107,7 +107,7 @@ def check_fig1(s: ev.Sweeps) -> ev.Finding:
 # 2, 3, 13. Attention-logit growth (Fig 2, Fig E.1, Fig E.11)
 
 
-def _top_trained_lr(runs: pd.DataFrame) -> float:
+def top_trained_lr(runs: pd.DataFrame) -> float:
   """The highest LR of the sweep's LR-sensitivity range (the 'high LR' of the paper's plots)."""
   spec = (runs.attrs.get("sweep") or {}).get("sensitivity") or {}
   ranges = spec.get("ranges") or [[runs["lr"].min(), runs["lr"].max()]]
@@ -128,7 +128,7 @@ def _growth_rows(runs: pd.DataFrame, arm: str, lr: float) -> pd.DataFrame:
 def logit_growth(runs: pd.DataFrame, unstable: str, stable: str) -> tuple[dict, pd.DataFrame,
                                                                            pd.DataFrame]:
   """At the top LR and the largest size: growth of block 0's max logit in each arm."""
-  lr = _top_trained_lr(runs)
+  lr = top_trained_lr(runs)
   off, on = _growth_rows(runs, unstable, lr), _growth_rows(runs, stable, lr)
   largest = ev.sizes_by_params(runs)[-1]
   off_l, on_l = off[off["size"] == largest], on[on["size"] == largest]
@@ -219,7 +219,7 @@ def check_fig3(s: ev.Sweeps) -> ev.Finding:
   if runs is None:
     return ev.missing(FIG3)
   size = ev.sizes_by_params(runs)[0]
-  lr = _nearest_lr(runs, 0.1)  # Fig 4: LR 0.1 on the smallest model
+  lr = nearest_lr(runs, 0.1)  # Fig 4: LR 0.1 on the smallest model
   at = runs[(runs["size"] == size) & np.isclose(runs["lr"], lr)]
   drift = pd.DataFrame([_drift_row(r) for _, r in at.iterrows()])
   drift = drift.groupby("arm")[["log_z", "mean_logit", "late_rise"]].mean()  # over seeds
@@ -248,7 +248,7 @@ def check_fig3(s: ev.Sweeps) -> ev.Finding:
                      "sensitivity": sens.to_dict(), "parts": parts})
 
 
-def _nearest_lr(runs: pd.DataFrame, lr: float) -> float:
+def nearest_lr(runs: pd.DataFrame, lr: float) -> float:
   lrs = np.array(sorted(runs["lr"].unique()), float)
   return float(lrs[np.argmin(np.abs(np.log(lrs / lr)))])
 
@@ -433,20 +433,37 @@ def ladder_threshold(points: pd.DataFrame) -> float:
   return float(above["max_logit"].min()) if len(above) else math.nan
 
 
-def check_fig9(s: ev.Sweeps) -> ev.Finding:
-  runs = s.runs(FIG9)
-  if runs is None:
-    return ev.missing(FIG9)
+def prediction_inputs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, float, int, dict]:
+  """(ladder points, target points by LR, threshold, metric step, target spec) of a fig9 sweep."""
   spec = runs.attrs.get("sweep") or {}
   target = spec.get("target") or {}
   step = int(spec.get("metric_step") or prediction.STEP)
   points = prediction.max_logit_points(runs, step=step).assign(failed=_failed_runs(runs))
   at_target = points["size"] == target.get("size")
   ladder, measured = points[~at_target], points[at_target].set_index("lr")
-  if measured.empty or ladder["size"].nunique() < 3:
-    return ev.Finding(ev.NOT_RUN, "the target or the ladder has not finished", "", {})
   threshold = spec.get("threshold", prediction.THRESHOLD)
   threshold = ladder_threshold(ladder) if threshold == "ladder" else float(threshold)
+  return ladder, measured, threshold, step, target
+
+
+def prediction_figure(runs: pd.DataFrame):
+  """Fig 9: the ladder's max logits, the fits per LR, the threshold and the target's points."""
+  from analysis import figures
+  ladder, measured, threshold, step, _ = prediction_inputs(runs)
+  target_params = float(measured["num_params"].iloc[0]) if len(measured) else None
+  fits = prediction.predict_divergence(ladder, target_params, threshold)
+  points = pd.concat([ladder, measured.reset_index()])
+  return figures.max_logit_vs_params(points, fits, threshold=threshold,
+                                     title=f"Max attention logit of block 0 at step {step}")
+
+
+def check_fig9(s: ev.Sweeps) -> ev.Finding:
+  runs = s.runs(FIG9)
+  if runs is None:
+    return ev.missing(FIG9)
+  ladder, measured, threshold, step, target = prediction_inputs(runs)
+  if measured.empty or ladder["size"].nunique() < 3:
+    return ev.Finding(ev.NOT_RUN, "the target or the ladder has not finished", "", {})
   if not np.isfinite(threshold):
     return ev.Finding(ev.NOT_TESTABLE, "no ladder run failed", "nothing to predict", {})
   table = prediction.predict_divergence(ladder, float(measured["num_params"].iloc[0]), threshold)

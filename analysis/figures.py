@@ -168,14 +168,18 @@ def loss_vs_lr(runs: pd.DataFrame, *, arms: Sequence[str] | None = None,
 def sensitivity_vs_params(table: pd.DataFrame, *, title: str = "LR sensitivity vs model size",
                           footnote: str | None = None, save_to: results.PathLike | None = None,
                           formats: Sequence[str] = FORMATS) -> Figure:
-  """LR sensitivity vs non-embedding parameters (log x), one curve per arm."""
+  """LR sensitivity vs non-embedding parameters (log x), one curve per arm: the mean over seeds,
+  with bars from the lowest to the highest seed where there are several."""
   if table.empty:
     raise ValueError("the LR-sensitivity table is empty")
   fig, (ax,) = _figure()
   for i, (arm, group) in enumerate(table.groupby("arm", sort=True)):
-    group = group.sort_values("num_params")
-    ax.plot(group["num_params"], group["sensitivity"], marker="o",
-            ls=LINESTYLES[i // 10 % len(LINESTYLES)], label=str(arm))
+    by_size = group.groupby("num_params")["sensitivity"].agg(["mean", "min", "max"]).sort_index()
+    line, = ax.plot(by_size.index, by_size["mean"], marker="o",
+                    ls=LINESTYLES[i // 10 % len(LINESTYLES)], label=str(arm))
+    if (by_size["max"] > by_size["min"]).any():
+      ax.errorbar(by_size.index, by_size["mean"], fmt="none", ecolor=line.get_color(), capsize=3,
+                  yerr=[by_size["mean"] - by_size["min"], by_size["max"] - by_size["mean"]])
   ax.set_xscale("log")
   ax.set_xlabel("non-embedding parameters")
   ax.set_ylabel("LR sensitivity")
@@ -185,6 +189,29 @@ def sensitivity_vs_params(table: pd.DataFrame, *, title: str = "LR sensitivity v
     spec = table.attrs.get("sweep") or {}
     footnote = " · ".join(filter(None, [spec.get("experiment"), _rule_note(table)]))
   return _finish(fig, title, footnote, save_to, formats)
+
+
+def loss_vs_kappa(runs: pd.DataFrame, *, bigram_arm: str = "bigram",
+                  title: str = "Final eval loss with the attention logits forced to size κ",
+                  footnote: str | None = None, save_to: results.PathLike | None = None,
+                  formats: Sequence[str] = FORMATS) -> Figure:
+  """Fig 10: final eval loss vs κ (`model.forced_kappa` of the `kappa-*` arms), one line per
+  size, and the zero-layer bigram model's loss as a dashed line."""
+  runs = runs[runs["status"].isin(results.FINISHED)]
+  forced = runs[runs["arm"].astype(str).str.startswith("kappa-")]
+  if forced.empty:
+    raise ValueError("no finished kappa-* run")
+  fig, (ax,) = _figure()
+  for size, group in forced.groupby("size"):
+    group = group.assign(kappa=group["model.forced_kappa"].astype(float)).sort_values("kappa")
+    ax.plot(group["kappa"], group["final_eval_loss"], marker="o", label=f"{size}")
+  for _, row in runs[runs["arm"] == bigram_arm].iterrows():
+    ax.axhline(row["final_eval_loss"], color="0.4", ls="--", lw=1,
+               label=f"bigram ({row['size']}) = {row['final_eval_loss']:.2f}")
+  ax.set(xscale="log", xlabel="κ (forced logit size)", ylabel="final eval loss")
+  ax.grid(True, which="major", alpha=0.3)
+  ax.legend(fontsize=8)
+  return _finish(fig, title, _footnote(runs, footnote), save_to, formats)
 
 
 def _rule_note(table: pd.DataFrame) -> str:

@@ -15,6 +15,8 @@ import sys
 import warnings
 from typing import Sequence
 
+import numpy as np
+
 from analysis import claims as claims_lib
 from analysis import evidence as ev
 from analysis import results
@@ -84,20 +86,64 @@ def render(root: str, doc: str = "docs/reproduction.md",
               f"({'; '.join(_timing(root, e) for e in claim.sweeps)}).", "",
               f"**Measured.** {f.ours}", "",
               f"**Verdict: {f.verdict}.** {f.reason}"]
-    links = _figure_links(doc_dir, figures_dir, claim.sweeps)
+    links = (_figure_links(doc_dir, figures_dir, [f"claim{claim.number}"])
+             + _figure_links(doc_dir, figures_dir, claim.sweeps))
     if links:
       lines += [""] + [f"![{os.path.basename(p)}]({p})" for p in links]
   return "\n".join(lines) + "\n"
 
 
+def _claim_figures(sweeps: ev.Sweeps) -> dict[int, dict]:
+  """Per claim number: {name: function drawing a Figure}, for what the sweep figures miss."""
+  from analysis import figures, prediction
+  fig1 = sweeps.runs(claims_lib.FIG1)
+  first = None if fig1 is None else fig1[fig1["seed"] == 0]
+  out: dict[int, dict] = {}
+  if first is not None:
+    top = claims_lib.top_trained_lr(first)
+    on = first[first["arm"] == "qkln-on"]
+    out[2] = {"headline": lambda: figures.qk_layernorm_headline(first, lr=top)}
+    out[11] = {"grad_rms_vs_params": lambda: figures.rms_vs(on, claims_lib.GRAD, eps=1e-8),
+               "grad_rms_vs_lr": lambda: figures.rms_vs(on, claims_lib.GRAD, x="lr", eps=1e-8)}
+    block = int(min(2, on["num_layers"].min() - 1))
+    out[12] = {"block_out_rms_vs_lr": lambda: figures.rms_vs(
+        on, f"block_out_rms/block_{block}", x="lr")}
+  eps = sweeps.runs(claims_lib.FIG11)
+  if eps is not None:
+    arms = eps[eps["arm"].str.startswith("eps-")]
+    out.setdefault(11, {})["update_rms_over_training"] = lambda: figures.metric_over_training(
+        arms, claims_lib.UPDATE, title="Unscaled update RMS (block 0 MLP-in) per AdamW ε")
+  fig3 = sweeps.runs(claims_lib.FIG3)
+  if fig3 is not None:
+    size = ev.sizes_by_params(fig3)[0]
+    pair = fig3[(fig3["size"] == size) & np.isclose(fig3["lr"], claims_lib.nearest_lr(fig3, 0.1))
+                & fig3["arm"].str.endswith("wd-off")]
+    out[4] = {name: (lambda m=metric: figures.metric_over_training(pair, m, logy=False))
+              for name, metric in (("log_z", "output_logit/log_z_mean"),
+                                   ("mean_logit", "output_logit/mean"))}
+  fig10 = sweeps.runs(claims_lib.FIG10)
+  if fig10 is not None:
+    out[10] = {"loss_vs_kappa": lambda: figures.loss_vs_kappa(fig10)}
+  fig9 = sweeps.runs(claims_lib.FIG9)
+  if fig9 is not None:
+    out[9] = {"max_logit_vs_params": lambda: claims_lib.prediction_figure(fig9)}
+  return out
+
+
 def draw_figures(root: str, doc: str) -> None:
-  """PNG figures of every sweep under `root`, next to the page."""
+  """PNG figures of every sweep under `root`, and each claim's own, next to the page."""
   from analysis import figures
   figures_dir = os.path.splitext(doc)[0]
   for experiment in sorted(os.listdir(root)):
     sweep = os.path.join(root, experiment)
     if os.path.isdir(sweep) and os.path.exists(os.path.join(sweep, "sweep.json")):
       figures.make_experiment_figures(sweep, os.path.join(figures_dir, experiment), ("png",))
+  for number, drawers in _claim_figures(ev.Sweeps(root)).items():
+    for name, draw in drawers.items():
+      try:
+        figures.save(draw(), os.path.join(figures_dir, f"claim{number}", name), ("png",))
+      except ValueError as e:  # nothing to draw yet
+        print(f"claim {number}: figure {name} skipped: {e}")
 
 
 def write(root: str, doc: str, figures: bool = True) -> str:
