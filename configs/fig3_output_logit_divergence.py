@@ -6,10 +6,11 @@ Arms: z-loss 1e-4 on / off × independent weight decay on / 0, all with qk-layer
 scale's grid.
 
 cpu scale: the two smaller sizes (d64-L2, d128-L2) and the LRs from 3e-3 up (1e-3 is outside
-the sensitivity range and nothing drifts there). "wd-on" is the decay with the paper's total
-λ·T = 10 (grid.matched_decay: λ = 1/30 over 300 steps), not λ = 1e-4, which over 300 steps
-shrinks the weights by 3% in all and would make both decay arms the same run. z-loss keeps the
-paper's 1e-4 in both scales: it is a per-step force on log Z, not a total.
+the sensitivity range and nothing drifts there). "wd-on" and "zloss-on" keep the paper's totals
+over the run (grid.matched_total): decay λ·T = 1e-4 × 1e5 = 10, so λ = 1/30 over 300 steps, and
+z-loss coefficient × T = 10, so 1/30 too. Both act a little every step; with the paper's
+coefficients, 300 steps shrink the weights by 3% and pull log Z (about ln V ≈ 6 at
+initialization) by almost nothing, and each "on" arm would be its "off" arm.
 
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters (Fig 3). Fig 4 is
 one pair of runs of this grid: the smallest model at LR 0.1 with no weight decay, z-loss on vs
@@ -24,10 +25,14 @@ off (`d256-L3_lr1e-01_zloss-on_wd-off` against `..._zloss-off_wd-off`); plot
 
 from configs import grid
 
-ZLOSS_ARMS = {"zloss-on": {"loss.z_loss": 1e-4}, "zloss-off": {"loss.z_loss": 0.0}}
 # Fig 4's model (the 2.4M d256-L3) at each scale; it joins the ladder.
 FIG4_SIZE = {"cpu": "d64-L2", "gpu": "d256-L3", "paper": "d256-L3"}
 FIG4_LR = 0.1
+
+
+def zloss_arms(scale: str) -> dict[str, dict]:
+  return {"zloss-on": {"loss.z_loss": grid.matched_total(scale, 1e-4)},
+          "zloss-off": {"loss.z_loss": 0.0}}
 
 
 def wd_arms(scale: str) -> dict[str, dict]:
@@ -40,7 +45,7 @@ def wd_arms(scale: str) -> dict[str, dict]:
 
 def arms(scale: str) -> dict[str, dict]:
   return {label: {"model.qk_layernorm": "per_head", **overrides}
-          for label, overrides in grid.cross_arms(ZLOSS_ARMS, wd_arms(scale)).items()}
+          for label, overrides in grid.cross_arms(zloss_arms(scale), wd_arms(scale)).items()}
 
 
 def default_sizes(scale: str) -> tuple[str, ...]:

@@ -206,15 +206,18 @@ def extend_lrs(lrs, below: int = 0, above: int = 0) -> tuple[float, ...]:
   return tuple(out)
 
 
-# The paper's independent weight decay: λ = 1e-4 over 1e5 steps, a total decay λ·T = 10.
-PAPER_DECAY_TOTAL = 1e-4 * 100_000
+def matched_total(scale: str, paper_value: float) -> float:
+  """A per-step coefficient whose total over the scale's steps equals `paper_value`'s over the
+  paper's 1e5 steps: value × 1e5 / steps. For the forces that act a little every step, weight
+  decay and z-loss, what matters over a run is the total: λ = 1e-4 over 1e5 steps shrinks the
+  weights by e^-10 (times the schedule's mean), while over 300 cpu steps it shrinks them by 3%,
+  no decay to speak of; the matched λ over 300 steps is 1/30."""
+  return paper_value * SCALE_SETTINGS["paper"]["train.steps"] / SCALE_SETTINGS[scale]["train.steps"]
 
 
 def matched_decay(scale: str, factor: float = 1.0) -> float:
-  """`factor` × the independent weight decay whose total λ·T over the scale's steps is the
-  paper's. At paper scale that is 1e-4; over 300 cpu steps, 1e-4 would shrink the weights by 3%
-  in all (no decay to speak of), so the matched λ is 1/30."""
-  return factor * PAPER_DECAY_TOTAL / SCALE_SETTINGS[scale]["train.steps"]
+  """`factor` × the paper's independent weight decay 1e-4, matched in total (matched_total)."""
+  return matched_total(scale, factor * 1e-4)
 
 
 def scaled_steps(scale: str, key: str, factor: float) -> int:
