@@ -27,8 +27,10 @@ _SIZES = flags.DEFINE_string("sizes", "d64-L2+d128-L2", "model sizes, joined by 
 
 
 def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
-  """Per arm: the max attention logit of block 0 over training, at each LR from 1e-2 up."""
-  lines = [f"max attention logit of block 0 over training ({metric}):",
+  """Per arm: the max attention logit of block 0 over training, at each LR from 1e-2 up, for the
+  largest size."""
+  runs = runs[runs["num_params"] == runs["num_params"].max()]
+  lines = [f"max attention logit of block 0 over training ({metric}), {runs['size'].iloc[0]}:",
            f"  {'lr':>8s}" + "".join(f"{arm:>14s}" for arm in sorted(runs.arm.unique()))]
   for lr in sorted(runs.lr.unique()):
     if lr < 1e-2:
