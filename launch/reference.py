@@ -18,9 +18,9 @@ import sys
 MAX_ROWS = 64
 KEEP = re.compile(
     r"^(step|train_loss|z_loss|lr|grad_norm|grad_rms|update_rms|param_rms"
-    r"|attn_logit_max/block_\d+|(q_norm|k_norm|qk_cos)/block_0|block_out_rms/block_\d+"
+    r"|(attn_logit_max|q_norm|k_norm|qk_cos)/block_0|block_out_rms/block_\d+"
     r"|output_logit/(mean|max|log_z_mean)"
-    r"|(grad_rms|update_rms)/block_\d+/mlp/wi/kernel|grad_rms/block_0/attn/wk/kernel)$")
+    r"|(grad_rms|update_rms)/block_0/mlp/wi/kernel|grad_rms/block_0/attn/wk/kernel)$")
 RUN_FILES = ("config.json", "summary.json", "eval.jsonl")
 
 

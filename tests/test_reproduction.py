@@ -52,11 +52,12 @@ def test_reference_runs_are_compact_and_readable(in_repo):
 
 def test_compact_rows_keep_the_last_row_and_only_read_columns():
   rows = [{"step": i, "train_loss": 1 / (i + 1), "grad_rms/embed/embedding": 1.0,
-           "attn_logit_max/block_3": 123.456789} for i in range(200)]
+           "attn_logit_max/block_0": 123.456789,
+           "attn_logit_max/block_3": 7.0} for i in range(200)]
   out = reference.compact_rows(rows, max_rows=64)
   assert len(out) <= 65 and out[-1]["step"] == 199 and out[0]["step"] == 0
-  assert set(out[0]) == {"step", "train_loss", "attn_logit_max/block_3"}
-  assert out[0]["attn_logit_max/block_3"] == 123.5
+  assert set(out[0]) == {"step", "train_loss", "attn_logit_max/block_0"}
+  assert out[0]["attn_logit_max/block_0"] == 123.5
 
 
 def _fake_run(run_dir, config, status="done", loss=2.0):
