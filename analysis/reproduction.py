@@ -136,7 +136,8 @@ def draw_figures(root: str, doc: str) -> None:
   figures_dir = os.path.splitext(doc)[0]
   for experiment in sorted(os.listdir(root)):
     sweep = os.path.join(root, experiment)
-    if os.path.isdir(sweep) and os.path.exists(os.path.join(sweep, "sweep.json")):
+    spec = results.read_json(os.path.join(sweep, "sweep.json")) if os.path.isdir(sweep) else None
+    if spec and spec.get("sensitivity"):  # loss vs LR needs an LR sweep (Fig 10 has none)
       figures.make_experiment_figures(sweep, os.path.join(figures_dir, experiment), ("png",))
   for number, drawers in _claim_figures(ev.Sweeps(root)).items():
     for name, draw in drawers.items():
