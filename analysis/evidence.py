@@ -61,7 +61,8 @@ class Sweeps:
     self._tables = dict(tables or {})
 
   def runs(self, experiment: str) -> pd.DataFrame | None:
-    """The finished runs of one sweep; None if it has none."""
+    """The runs of one sweep, if every point its sweep.json lists has finished; else None (a
+    claim is not judged on part of a sweep: a missing arm or LR would change its numbers)."""
     if experiment not in self._tables:
       path = self.root / experiment if self.root is not None else None
       self._tables[experiment] = (results.load_runs(path) if path is not None and path.exists()
@@ -70,7 +71,10 @@ class Sweeps:
     if runs is None or runs.empty:
       return None
     finished = runs[runs["status"].isin(results.FINISHED)]
-    return finished if len(finished) else None
+    listed = {p["name"] for p in (runs.attrs.get("sweep") or {}).get("points", [])}
+    if not len(finished) or not listed <= set(finished["name"]):
+      return None
+    return finished[finished["name"].isin(listed)] if listed else finished
 
   @functools.cached_property
   def spread(self) -> "Spread":
@@ -79,7 +83,9 @@ class Sweeps:
 
 @dataclasses.dataclass(frozen=True)
 class Spread:
-  """Seed-to-seed spread of the headline sweep (floors when it has one seed or none)."""
+  """Seed-to-seed spread of the headline sweep (floors when it has one seed or none): the
+  largest range of LR sensitivity across seeds of one (arm, size), and the 90th percentile of
+  the gap between two seeds' final losses at one grid point (both diverged: left out)."""
   sensitivity: float
   loss: float
   seeds: int
@@ -90,11 +96,13 @@ class Spread:
       return cls(MIN_SENS_SPREAD, MIN_LOSS_SPREAD, 0 if runs is None else 1)
     table = sensitivity_by_seed(runs)
     ranges = table.groupby(["arm", "size"])["sensitivity"].agg(lambda s: s.max() - s.min())
-    losses = clipped_losses(runs).pivot_table(index=["arm", "size", "lr"], columns="seed",
-                                              values="loss")
-    gaps = (losses.max(axis=1) - losses.min(axis=1)).dropna()
+    finite = runs[(runs["status"] == "done") & np.isfinite(runs["final_eval_loss"])]
+    losses = clipped_losses(finite).pivot_table(index=["arm", "size", "lr"], columns="seed",
+                                                values="loss")
+    losses = losses.dropna()  # points where every seed trained
+    gaps = losses.max(axis=1) - losses.min(axis=1)
     return cls(max(float(ranges.max()), MIN_SENS_SPREAD),
-               max(float(gaps.median()) if len(gaps) else 0.0, MIN_LOSS_SPREAD),
+               max(float(gaps.quantile(0.9)) if len(gaps) else 0.0, MIN_LOSS_SPREAD),
                int(runs["seed"].nunique()))
 
 
@@ -143,6 +151,8 @@ def critical_lr(curve: pd.Series, init_loss: float) -> float:
     return math.inf
   lr_fail = failed.index.min()
   before = above_best[above_best.index < lr_fail]
+  if before.empty:  # the best LR is itself at the level: every LR of the grid failed
+    return float(lr_fail)
   lr_ok, loss_ok = before.index.max(), before.iloc[-1]
   t = (level - loss_ok) / (curve[lr_fail] - loss_ok)
   return float(10 ** (math.log10(lr_ok) + t * (math.log10(lr_fail) - math.log10(lr_ok))))
@@ -180,6 +190,14 @@ def final_value(run_dir: str, metric: str) -> float:
     return math.nan
   finite = m[metric][np.isfinite(m[metric].astype(float))]
   return float(finite.iloc[-1]) if len(finite) else math.nan
+
+
+def final_window(runs: pd.DataFrame) -> int:
+  """Steps to average "final" metrics over: the paper's last 500 of 1e5 steps is its last 0.5%;
+  over a short run that is one log row, so the last 10% of training, at least 3 log rows."""
+  steps = float(runs["train.steps"].max()) if "train.steps" in runs else 1e5
+  every = float(runs["train.log_every"].max()) if "train.log_every" in runs else 100
+  return 500 if steps >= 1e5 else int(max(0.1 * steps, 3 * every))
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
