@@ -7,10 +7,11 @@ head in both:
 Sizes: the Fig 1 ladder (its two smaller sizes at cpu scale). λ keeps the paper's values at
 every scale: over 300 cpu steps the independent λ = 1e-4 hardly decays at all, while the coupled
 λ·η·T stays large at high LR (0.1 × 0.1 × 300 = 3), so at cpu scale this compares LR-coupled
-decay with next to none; the verdict says so. LRs: the scale's grid; the coupled arm gets one more LR below it
-(1e-4 at gpu and paper scale, 3e-4 at cpu scale), because its LR sensitivity is the minimum
-over two ranges, [1e-4, 1e-1] and [3e-4, 3e-1] at paper scale
-(docs/paper_notes.md#lr-sensitivity); `sensitivity` says so for that arm, the independent arm
+decay with next to none; the verdict says so.
+LRs: the scale's grid. The coupled arm's LR sensitivity is the minimum over the scale's range
+and the same range half a decade lower ([1e-4, 1e-1] and [3e-4, 3e-1] at paper scale, [1e-3,
+0.1] and [3e-3, 0.3] at cpu scale; docs/paper_notes.md#lr-sensitivity), so at gpu and paper
+scale it gets one more LR, 1e-4; `sensitivity` says so for that arm, and the independent arm
 uses the single range.
 
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters.
@@ -31,23 +32,30 @@ ARMS = {
 }
 
 
+def coupled_ranges(scale: str) -> list[list[float]]:
+  """The scale's LR-sensitivity range and the same range half a decade lower: [1e-4, 1e-1] and
+  [3e-4, 3e-1] at paper scale, [1e-3, 0.1] and [3e-3, 0.3] at cpu scale."""
+  lo, hi = grid.SCALE_RANGE[scale]
+  return [[grid.half_decade(lo, up=False), grid.half_decade(hi, up=False)], [lo, hi]]
+
+
 def coupled_lrs(scale: str) -> tuple[float, ...]:
-  """The scale's grid with one more LR below it (1e-4 at paper scale)."""
-  return grid.extend_lrs(grid.SCALE_LRS[scale], below=1)
+  """The scale's grid, plus the bottom of the lower range if the grid lacks it (1e-4 at paper
+  scale; the cpu grid already has 1e-3)."""
+  return tuple(sorted(set(grid.SCALE_LRS[scale]) | {coupled_ranges(scale)[0][0]}))
 
 
 def get_grid(arg: str | None = None) -> grid.Grid:
   kv = grid.parse_grid_arg(arg)
   scale = kv["scale"]
   sizes = grid.sizes_arg(kv, grid.SCALE_SECONDARY_SIZES[scale])
-  lrs = coupled_lrs(scale)
-  ranges = [[lrs[0], lrs[-2]], [lrs[1], lrs[-1]]]  # [1e-4, 1e-1] and [3e-4, 3e-1]
   points = (grid.sweep({INDEPENDENT: ARMS[INDEPENDENT]}, sizes, grid.SCALE_LRS[scale])
-            + grid.sweep({COUPLED: ARMS[COUPLED]}, sizes, lrs))
+            + grid.sweep({COUPLED: ARMS[COUPLED]}, sizes, coupled_lrs(scale)))
   return grid.Grid(
       experiment="fig6_weight_decay", scale=scale, figure="Fig 6", points=points,
       sensitivity={**grid.single_sensitivity(scale),
-                   "arms": {COUPLED: {"rule": "min_of_ranges", "ranges": ranges}}})
+                   "arms": {COUPLED: {"rule": "min_of_ranges",
+                                      "ranges": coupled_ranges(scale)}}})
 
 
 def get_config(arg: str | None = None):

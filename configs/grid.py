@@ -189,7 +189,7 @@ def single_sensitivity(scale: str) -> dict:
   return {"rule": "single", "ranges": [[lo, hi]]}
 
 
-def _half_decade(lr: float, up: bool) -> float:
+def half_decade(lr: float, up: bool) -> float:
   """The neighbour of `lr` on the 1-3-10 grid: 3e-4 -> 1e-3 (up) or 1e-4 (down)."""
   mantissa = float(f"{lr:.0e}".split("e")[0])
   factor = (10 / 3 if mantissa >= 3 else 3.0) if up else (3.0 if mantissa >= 3 else 10 / 3)
@@ -200,9 +200,9 @@ def extend_lrs(lrs, below: int = 0, above: int = 0) -> tuple[float, ...]:
   """`lrs` (a 1-3-10 grid) with `below` more points under it and `above` more over it."""
   out = [float(lr) for lr in lrs]
   for _ in range(below):
-    out.insert(0, _half_decade(out[0], up=False))
+    out.insert(0, half_decade(out[0], up=False))
   for _ in range(above):
-    out.append(_half_decade(out[-1], up=True))
+    out.append(half_decade(out[-1], up=True))
   return tuple(out)
 
 

@@ -73,24 +73,29 @@ def _finished_summary(run_dir: str) -> dict | None:
   return summary if summary.get("status") in ("done", "diverged") else None
 
 
-def export(sweep_dir: str, target: str) -> int:
-  """Copies every finished run of `sweep_dir` to `target` (compact); returns how many.
+def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
+  """Replaces `target` with compact copies of the finished runs of `sweep_dir` (those in
+  `names` if given); returns how many.
 
   `timing.json` holds the runs' summed wall time: what the sweep costs when run alone.
   """
-  os.makedirs(target, exist_ok=True)
+  fresh = f"{target.rstrip('/')}.writing"
+  shutil.rmtree(fresh, ignore_errors=True)
+  os.makedirs(fresh)
   if os.path.exists(os.path.join(sweep_dir, "sweep.json")):
-    shutil.copyfile(os.path.join(sweep_dir, "sweep.json"), os.path.join(target, "sweep.json"))
+    shutil.copyfile(os.path.join(sweep_dir, "sweep.json"), os.path.join(fresh, "sweep.json"))
   count, seconds = 0, 0.0
-  for name in sorted(os.listdir(sweep_dir)):
+  for name in sorted(names if names is not None else os.listdir(sweep_dir)):
     run_dir = os.path.join(sweep_dir, name)
     summary = _finished_summary(run_dir) if os.path.isdir(run_dir) else None
     if summary is not None:
-      export_run(run_dir, os.path.join(target, name))
+      export_run(run_dir, os.path.join(fresh, name))
       count += 1
       seconds += float(summary.get("wall_s") or 0.0)
-  with open(os.path.join(target, "timing.json"), "w") as f:
+  with open(os.path.join(fresh, "timing.json"), "w") as f:
     json.dump({"runs": count, "train_minutes_alone": round(seconds / 60, 1)}, f)
+  shutil.rmtree(target, ignore_errors=True)
+  os.replace(fresh, target)
   return count
 
 

@@ -67,14 +67,21 @@ def all_grids() -> list[grid_lib.Grid]:
   return grids
 
 
+def _matches(experiment: str, name: str, names: set[str]) -> bool:
+  """`name` is the experiment, or a prefix of it that is no experiment's whole name."""
+  return experiment == name or (name not in names and experiment.startswith(name))
+
+
 def select(grids: list[grid_lib.Grid], only: str) -> list[grid_lib.Grid]:
   """The grids named (or prefixed) in `only`; all when it is empty."""
   wanted = [o.strip() for o in only.split(",") if o.strip()]
-  unknown = [o for o in wanted if not any(g.experiment.startswith(o) for g in grids)]
+  names = {g.experiment for g in grids}
+  unknown = [o for o in wanted if not any(_matches(g.experiment, o, names) for g in grids)]
   if unknown:
     raise SystemExit(f"--only: no experiment {', '.join(unknown)}; known: "
                      + ", ".join(g.experiment for g in grids))
-  return [g for g in grids if not wanted or any(g.experiment.startswith(o) for o in wanted)]
+  return [g for g in grids
+          if not wanted or any(_matches(g.experiment, o, names) for o in wanted)]
 
 
 def canonical(config: dict) -> str:
@@ -95,19 +102,43 @@ def finished_runs(out: str) -> dict[str, str]:
   return index
 
 
+def point_config(grid: grid_lib.Grid, point: grid_lib.Point) -> dict:
+  return json.loads(json.dumps(grid_lib.config_for(point, grid.scale).to_dict()))
+
+
+def set_aside_stale_runs(grid: grid_lib.Grid, out_dir: str) -> list[str]:
+  """Renames the run folders whose config.json is not their point's config any more (the
+  experiment's design changed since they ran) to `<name>.stale-<time>`; they are retrained."""
+  moved = []
+  for point in grid.points:
+    run_dir = os.path.join(out_dir, point.name)
+    try:
+      with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    except (OSError, json.JSONDecodeError):
+      continue
+    if canonical(config) != canonical(point_config(grid, point)):
+      os.replace(run_dir, f"{run_dir}.stale-{int(time.time())}")
+      moved.append(point.name)
+  return moved
+
+
 def reuse_shared_runs(grid: grid_lib.Grid, out_dir: str, index: dict[str, str]) -> int:
-  """Copies the finished runs (all but checkpoints) whose config a point of `grid` has."""
+  """Copies the finished runs (all but checkpoints) whose config a point of `grid` has, over
+  whatever partial run of that point is there; a copy lands whole or not at all."""
   copied = 0
   for point in grid.points:
     target = os.path.join(out_dir, point.name)
-    if os.path.exists(os.path.join(target, "summary.json")):
+    if sweep.point_status(epath.Path(target)) in ("done", "diverged"):
       continue
-    config = json.loads(json.dumps(grid_lib.config_for(point, grid.scale).to_dict()))
-    source = index.get(canonical(config))
+    source = index.get(canonical(point_config(grid, point)))
     if source is None or os.path.dirname(source) == out_dir:
       continue
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "events.*"),
-                    dirs_exist_ok=True)
+    partial = f"{target}.copying"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns("checkpoints", "events.*"))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
     copied += 1
   return copied
 
@@ -148,6 +179,9 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
   """Copies shared runs, trains the rest, exports the reference; returns counts by status."""
   out_dir = os.path.join(args.out, grid.experiment)
   os.makedirs(out_dir, exist_ok=True)
+  for name in set_aside_stale_runs(grid, out_dir):
+    print(f"[reproduce] {grid.experiment}/{name}: its config is not the point's any more; "
+          "set aside and retrained", flush=True)
   copied = reuse_shared_runs(grid, out_dir, finished_runs(args.out))
   print(f"[reproduce] {i}/{n} {grid.experiment} ({grid.figure}): {len(grid.points)} points, "
         f"{copied} copied from earlier experiments; {progress.line()}", flush=True)
@@ -160,7 +194,8 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
           + f" in {(time.time() - t0) / 60:.1f} min", flush=True)
   else:
     (epath.Path(out_dir) / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
-  written = reference.export(out_dir, os.path.join(args.reference, grid.experiment))
+  written = reference.export(out_dir, os.path.join(args.reference, grid.experiment),
+                             [p.name for p in grid.points])
   print(f"[reproduce] {written} runs of {grid.experiment} written to "
         f"{os.path.join(args.reference, grid.experiment)}", flush=True)
   return counts
