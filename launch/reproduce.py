@@ -47,15 +47,15 @@ EXPERIMENTS = (
     "configs/fig9_prediction.py:scale=cpu",
     "configs/fig11_grad_rms.py:scale=cpu",
     "configs/ablations.py:scale=cpu,ablation=e11",
-    "configs/fig3_output_logit_divergence.py:scale=cpu",
     "configs/fig6_weight_decay.py:scale=cpu",
-    "configs/fig5_warmup.py:scale=cpu",
     "configs/fig7_width_depth.py:scale=cpu",
+    "configs/fig5_warmup.py:scale=cpu",
+    "configs/fig3_output_logit_divergence.py:scale=cpu",
+    "configs/fig8_mup.py:scale=cpu",
     "configs/ablations.py:scale=cpu,ablation=e8",
     "configs/ablations.py:scale=cpu,ablation=e10",
     "configs/ablations.py:scale=cpu,ablation=e7",
     "configs/ablations.py:scale=cpu,ablation=e9",
-    "configs/fig8_mup.py:scale=cpu",
 )
 
 

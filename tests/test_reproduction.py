@@ -108,6 +108,9 @@ def test_only_selects_by_prefix_and_refuses_unknown_names():
   assert [g.experiment for g in reproduce.select(grids, "fig1,e1")] == [
       "fig1_qk_layernorm", "fig10_forced_logits", "fig11_grad_rms", "e11_pointwise_attention",
       "e10_weight_decay"]
+  # An exact name selects that experiment alone, not the others it prefixes.
+  assert [g.experiment for g in reproduce.select(grids, "fig1_qk_layernorm")] == [
+      "fig1_qk_layernorm"]
   with pytest.raises(SystemExit, match="no experiment fig99"):
     reproduce.select(grids, "fig99")
 
