@@ -17,7 +17,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 
 from etils import epath
@@ -39,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
+# Set by SIGTERM outside a training loop (which has its own handler): stop before the next point.
+STOP = threading.Event()
 
 # (experiment file and arg): every sweep the claims read, the cheap and shared ones first.
 EXPERIMENTS = (
@@ -188,7 +192,7 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
   t0 = time.time()
   counts = {}
   if args.train == "true":
-    counts = sweep.run_grid(grid, out_dir)
+    counts = sweep.run_grid(grid, out_dir, should_stop=STOP.is_set)
     print(f"[reproduce] {grid.experiment}: " + ", ".join(f"{v} {k}" for k, v in
                                                          sorted(counts.items()))
           + f" in {(time.time() - t0) / 60:.1f} min", flush=True)
@@ -201,6 +205,15 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
   return counts
 
 
+def train_all(args: argparse.Namespace, grids: list[grid_lib.Grid]) -> bool:
+  """Runs the experiments in order; False if a SIGTERM stopped them."""
+  progress = Progress(grids, args.out)
+  for i, grid in enumerate(grids, 1):
+    if run_experiment(args, grid, i, len(grids), progress).get("preempted") or STOP.is_set():
+      return False
+  return True
+
+
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   grids = select(all_grids(), args.only)
@@ -208,12 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     from stability import runtime
     runtime.enable_compilation_cache()
   started = time.time()
-  progress = Progress(grids, args.out)
-  for i, grid in enumerate(grids, 1):
-    if run_experiment(args, grid, i, len(grids), progress).get("preempted"):
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
+  try:
+    if not train_all(args, grids):
       print("[reproduce] preempted (SIGTERM): the same command resumes where it stopped",
             flush=True)
       return EXIT_PREEMPTED
+  finally:
+    signal.signal(signal.SIGTERM, previous)
   if args.doc:
     from analysis import reproduction
     reproduction.write(args.reference, args.doc)

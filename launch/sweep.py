@@ -184,9 +184,12 @@ def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
   return list(groups.values())
 
 
-def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
-             batch: bool = False) -> dict[str, int]:
-  """Trains every unfinished point it can lock; returns counts by final status."""
+def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
+             should_stop=lambda: False) -> dict[str, int]:
+  """Trains every unfinished point it can lock; returns counts by final status.
+
+  `should_stop()` is asked before each point: True ends the grid there, counted `preempted`.
+  """
   from stability import batched, results, train  # jax and friends: not needed for --dry_run
 
   out_dir = epath.Path(out)
@@ -201,6 +204,9 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "",
     counts[status] = counts.get(status, 0) + n
 
   for group in batch_groups(points, grid.scale, batch):
+    if should_stop():
+      count("preempted")
+      break
     todo, locks, locked = [], [], False
     for point in group:
       lock = PointLock(out_dir / ".locks", point.name)

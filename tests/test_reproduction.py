@@ -129,7 +129,7 @@ def test_redraw_without_training_writes_the_page_and_figures(tmp_path, in_repo):
 def test_a_preempted_experiment_stops_the_reproduction(tmp_path, monkeypatch):
   trained = []
 
-  def fake_run_grid(grid, out_dir, only="", batch=False):
+  def fake_run_grid(grid, out_dir, only="", batch=False, should_stop=lambda: False):
     trained.append(grid.experiment)
     return {"preempted": 1}
 
@@ -140,3 +140,20 @@ def test_a_preempted_experiment_stops_the_reproduction(tmp_path, monkeypatch):
   # What had finished is still exported before it stops.
   assert os.path.exists(tmp_path / "ref" / "fig10_forced_logits" / "timing.json")
   assert not os.path.exists(tmp_path / "ref" / "fig11_grad_rms")
+
+
+def test_sigterm_between_points_stops_before_the_next_point(tmp_path, monkeypatch):
+  seen = []
+
+  def fake_run_grid(grid, out_dir, only="", batch=False, should_stop=lambda: False):
+    reproduce.STOP.set()  # as the SIGTERM handler does, outside a training loop
+    seen.append((grid.experiment, should_stop()))
+    return {"done": 1}
+
+  monkeypatch.setattr(reproduce.sweep, "run_grid", fake_run_grid)
+  try:
+    code = reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}",
+                           "--doc=", "--only=fig10,fig11"])
+  finally:
+    reproduce.STOP.clear()
+  assert code == reproduce.EXIT_PREEMPTED and seen == [("fig10_forced_logits", True)]
