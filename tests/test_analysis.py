@@ -293,7 +293,7 @@ def test_report_main_prints_table_and_problems(tmp_path, capsys):
   assert "LR sensitivity" in text and "qkln-off" in text and "d128-L2" in text
   assert "d64-L2_lr1e-02_qkln-on" in text and "problems (" in text
   csv = (tmp_path / "out" / "lr_sensitivity.csv").read_text().splitlines()
-  assert csv[0].startswith("arm,size,num_params") and len(csv) == 5
+  assert csv[0].startswith("arm,size,seed,num_params") and len(csv) == 5
   assert (tmp_path / "out" / "loss_vs_lr.png").exists()
 
 
