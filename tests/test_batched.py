@@ -92,7 +92,7 @@ def test_batched_rerun_is_a_no_op_and_members_must_be_batchable(tmp_path):
 def test_sweep_runner_batches_lr_points(tmp_path):
   from configs import fig1_qk_layernorm
   from launch import sweep
-  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2")
+  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0")
   tiny_overrides = {"train.steps": 4, "opt.warmup_steps": 1, "train.log_every": 1,
                     "train.eval_every": 4, "train.ckpt_every": 4, "data.eval_batches": 1,
                     "data.batch_size": 4, "model.seq_len": 16, "data.source": "synthetic",
@@ -183,7 +183,7 @@ def test_sweep_resumes_a_batched_group_whose_member_diverged_before_a_preemption
   from configs import fig1_qk_layernorm
   from launch import sweep
   from stability import loop
-  grid = sweep.with_extra_overrides(fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2"), {
+  grid = sweep.with_extra_overrides(fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0"), {
       "train.steps": 8, "opt.warmup_steps": 1, "train.log_every": 1, "train.eval_every": 4,
       "train.ckpt_every": 4, "data.eval_batches": 1, "data.batch_size": 4, "model.seq_len": 16,
       "data.source": "synthetic", "data.synthetic_vocab_size": 259})

@@ -178,11 +178,12 @@ def test_fig6_coupled_weight_decay_has_lr_1e4_and_two_ranges():
   assert len(g.points) == 8 * 7 + 8 * 8
 
 
-def test_fig6_cpu_coupled_arm_goes_one_lr_below_the_grid():
+def test_fig6_cpu_coupled_arm_is_scored_over_the_range_and_half_a_decade_below():
   g = get_grid("fig6_weight_decay", "", "cpu")
-  lrs = (3e-4,) + grid.CPU_LRS
-  assert all(lrs_equal(v, lrs) for v in layout(g)["wd-coupled"].values())
-  assert g.sensitivity["arms"]["wd-coupled"]["ranges"] == [[3e-4, 3e-1], [1e-3, 1.0]]
+  # The lower range starts at 1e-3, which the cpu grid has: no extra LR.
+  assert all(lrs_equal(v, grid.CPU_LRS) for v in layout(g)["wd-coupled"].values())
+  assert g.sensitivity["arms"]["wd-coupled"]["ranges"] == [[1e-3, 1e-1], [3e-3, 3e-1]]
+  assert g.sensitivity["ranges"] == [[3e-3, 3e-1]]
 
 
 def test_fig7_width_and_depth_sweeps():
@@ -233,7 +234,10 @@ def test_fig9_ladder_without_qkln_plus_the_4p8b_target():
   assert len(g.points) == 8 * 7 + 1
   narrowed = get_grid("fig9_prediction", "target=d2048-L24,target_lr=1e-2", "paper")
   assert len(narrowed.points) == 8 * 7  # the target is in the ladder already: not twice
-  assert len(get_grid("fig9_prediction", "", "cpu").points) == 3 * 7 + 1
+  # cpu: four ladder sizes × 7 LRs, and the target at every LR
+  cpu = get_grid("fig9_prediction", "", "cpu")
+  assert len(cpu.points) == 4 * 7 + 7
+  assert cpu.to_json()["target"] == {"size": "d192-L4", "lrs": list(grid.CPU_LRS)}
 
 
 def test_fig10_forced_kappas_and_bigram():

@@ -59,7 +59,7 @@ def test_killed_sweep_completes_and_rerun_trains_nothing(tmp_path):
                      if first[n] in ("done", "diverged")}
   subprocess.run(sweep_cmd(out, only), cwd=ROOT, check=True, capture_output=True, timeout=600)
   final = statuses(out)
-  expected = [p.name for p in fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2").points
+  expected = [p.name for p in fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0").points
               if re.search(only, p.name)]
   assert sorted(final) == sorted(expected)
   assert all(s in ("done", "diverged") for s in final.values()), final
@@ -94,7 +94,7 @@ def test_point_lock_is_exclusive_and_stale_locks_are_taken(tmp_path):
 def test_finished_points_stale_lock_is_cleared_and_a_live_one_kept(tmp_path, monkeypatch):
   """A runner killed between finishing a point and unlocking it leaves a lock that no later
   run would take (the point is done): the next run removes it, unless its holder still lives."""
-  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2")
+  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0")
   grid = grid.__class__(**{**grid.__dict__, "points": grid.points[:2]})
   for point in grid.points:
     os.makedirs(tmp_path / point.name)
@@ -110,7 +110,7 @@ def test_finished_points_stale_lock_is_cleared_and_a_live_one_kept(tmp_path, mon
 
 
 def test_failed_point_does_not_stop_the_grid(tmp_path, monkeypatch):
-  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2")
+  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0")
   grid = sweep.with_extra_overrides(grid, {k: json.loads(v) if v[0].isdigit() else v
                                            for k, v in (s.split("=") for s in TINY)})
   grid = grid.__class__(**{**grid.__dict__, "points": grid.points[:3]})
