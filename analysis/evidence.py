@@ -94,7 +94,7 @@ class Spread:
   def of(cls, runs: pd.DataFrame | None) -> "Spread":
     if runs is None or runs["seed"].nunique() < 2:
       return cls(MIN_SENS_SPREAD, MIN_LOSS_SPREAD, 0 if runs is None else 1)
-    table = sensitivity_by_seed(runs)
+    table = sensitivity.sensitivity_table(runs)
     ranges = table.groupby(["arm", "size"])["sensitivity"].agg(lambda s: s.max() - s.min())
     finite = runs[(runs["status"] == "done") & np.isfinite(runs["final_eval_loss"])]
     losses = clipped_losses(finite).pivot_table(index=["arm", "size", "lr"], columns="seed",
@@ -106,14 +106,9 @@ class Spread:
                int(runs["seed"].nunique()))
 
 
-def sensitivity_by_seed(runs: pd.DataFrame) -> pd.DataFrame:
-  """The sensitivity table of `runs` (one row per arm, size and seed), with the sweep's rule."""
-  return sensitivity.sensitivity_table(runs)
-
-
 def mean_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
   """Per (arm, size): mean LR sensitivity over seeds, its range, num_params and the best LR."""
-  table = sensitivity_by_seed(runs)
+  table = sensitivity.sensitivity_table(runs)
   return table.groupby(["arm", "size"], as_index=False).agg(
       num_params=("num_params", "first"), sensitivity=("sensitivity", "mean"),
       seed_range=("sensitivity", lambda s: s.max() - s.min()), seeds=("seed", "nunique"),
