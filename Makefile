@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test reproduce install clean
+.PHONY: demo test test-fast reproduce install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
+
+# The everyday loop (under a minute): no whole training runs, subprocesses or fault suite.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow and not faults" tests
 
 demo: $(STAMP)
 	$(PY) -m launch.demo

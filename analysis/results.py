@@ -1,6 +1,7 @@
 """Reads result folders (docs/paper_notes.md#result-format) into pandas tables.
 
-Nothing here imports `stability`: a folder of runs, local or on GCS, is all it needs.
+Of `stability` it imports only the result format (`stability.result_format`, no JAX): a folder
+of runs, local or on GCS, is all it needs.
 
   runs = load_runs("results/fig1_qk_layernorm")   # one row per run
   runs.attrs["problems"]                           # what could not be read, in words
@@ -24,15 +25,16 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from stability import result_format as fmt
+
 try:
   from etils import epath as _epath
 except ImportError:  # pragma: no cover - etils is a dependency, but analysis must not need it
   _epath = None
 
 PathLike = str | os.PathLike
-RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "eval.jsonl")
-# Statuses whose final eval loss is meaningful for LR sensitivity.
-FINISHED = ("done", "diverged")
+RUN_FILES = fmt.RUN_FILES
+FINISHED = fmt.FINISHED  # statuses whose final eval loss is meaningful for LR sensitivity
 # Summary fields copied into the runs table (besides those read separately).
 SUMMARY_FIELDS = ("steps", "tokens", "wall_s", "tokens_per_s", "mfu")
 # Config keys shown in figure footnotes when they are constant across the runs drawn.
@@ -79,43 +81,25 @@ class Problems:
 def read_json(path: PathLike, problems: Problems | None = None) -> dict | None:
   """A JSON object from `path`, or None (with a problem) if it is absent or corrupt."""
   path = as_path(path)
-  if not path.exists():
-    return None
   try:
-    value = json.loads(path.read_text())
+    return fmt.read_json(path)
   except (ValueError, OSError, UnicodeDecodeError) as e:
     if problems is not None:
       problems.add(f"{path}: unreadable JSON ({e}); ignored")
     return None
-  if not isinstance(value, dict):
-    if problems is not None:
-      problems.add(f"{path}: expected a JSON object, got {type(value).__name__}; ignored")
-    return None
-  return value
 
 
 def read_jsonl(path: PathLike, problems: Problems | None = None) -> list[dict]:
-  """The JSON objects of a JSON-lines file; corrupt or truncated lines are skipped and reported."""
+  """The rows (objects with a "step") of a JSON-lines file; corrupt or truncated lines are
+  skipped and reported."""
   path = as_path(path)
-  if not path.exists():
-    return []
-  rows, bad = [], []
-  for number, line in enumerate(path.read_text().splitlines(), start=1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except ValueError:
-      bad.append(number)
-      continue
-    if isinstance(row, dict) and "step" in row:
-      rows.append(row)
-    else:
-      bad.append(number)
-  if bad:
-    (problems or Problems()).add(
-        f"{path}: skipped {len(bad)} corrupt line(s) (line {', '.join(map(str, bad[:5]))}"
-        f"{', ...' if len(bad) > 5 else ''})")
+  bad: list[int] = []
+  objects = fmt.read_jsonl(path, bad)
+  rows = [row for row in objects if "step" in row]
+  skipped = len(bad) + len(objects) - len(rows)
+  if skipped:
+    where = f" (line {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''})" if bad else ""
+    (problems or Problems()).add(f"{path}: skipped {skipped} corrupt line(s){where}")
   return rows
 
 
@@ -216,19 +200,6 @@ def with_metric(runs: pd.DataFrame, metric: str, *, last_steps: int | None = 500
 # Runs table
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  """`{"model": {"d_model": 256}}` -> `{"model.d_model": 256}`; lists become JSON strings."""
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      flat.update(flatten(value, f"{name}."))
-    elif isinstance(value, (list, tuple)):
-      flat[name] = json.dumps(value)
-    else:
-      flat[name] = value
-  return flat
-
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
   """`"d256-L3"` -> (256, 3); (None, None) for anything else."""
@@ -295,7 +266,7 @@ def _fill_losses_from_eval(row: dict, summary: dict, run_dir: PathLike,
 def _run_row(run_dir: Any, point: dict | None, problems: Problems) -> dict:
   """One row of the runs table from a run folder and its `sweep.json` point (if any)."""
   name = point["name"] if point else run_dir.name
-  config = flatten(read_json(run_dir / "config.json", problems) or {})
+  config = fmt.flatten(read_json(run_dir / "config.json", problems) or {})
   summary = read_json(run_dir / "summary.json", problems)
   if summary is None:
     problems.add(f"run {name}: no readable summary.json; status unknown")

@@ -17,7 +17,8 @@ the κ axis is the arm's `model.forced_kappa` in each run's config.json.
   python -m analysis.report results/fig10
 """
 
-from configs import grid, sizes as sizes_lib
+from configs import grid
+from stability import sizes as sizes_lib
 
 KAPPAS = (1.0, 10.0, 100.0, 1e3, 3e3, 1e4, 3e4)
 MODEL = {"cpu": "d128-L2", "gpu": "d512-L3", "paper": "d512-L3"}

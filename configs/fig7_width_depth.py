@@ -3,7 +3,7 @@
 Arms (paper §3.2.3, Fig 7): `width_qkln-on`, `width_qkln-off` scale d_model at a fixed depth
 (heads grow with width, head dim 64); `depth_qkln-on`, `depth_qkln-off` scale the number of
 layers at a fixed width. Each arm has its own sizes:
-  paper  width: configs/sizes.py WIDTH_SWEEP (d256..d2048, L=6); depth: DEPTH_SWEEP (L3..L48, d=512)
+  paper  width: stability/sizes.py WIDTH_SWEEP (d256..d2048, L=6); depth: DEPTH_SWEEP (L3..L48, d=512)
   gpu    width: d256/d512/d768 at L=6;  depth: L3/L6/L12 at d=512
   cpu    width: d64/d128 at L=2;        depth: L2/L4/L8 at d=64; qk-layernorm on only (the claim
          is about the qk-layernorm models; E.2 is not checked at cpu scale)
@@ -18,7 +18,8 @@ over the LR sweep vs parameters) also needs the joint width+depth ladder: that i
   python -m analysis.report results/fig7
 """
 
-from configs import grid, sizes
+from configs import grid
+from stability import sizes
 
 WIDTH = {"cpu": ("d64-L2", "d128-L2"), "gpu": ("d256-L6", "d512-L6", "d768-L6"),
          "paper": sizes.WIDTH_SWEEP}

@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 import ml_collections
 
-from configs import base, sizes
+from configs import base
+from stability import sizes
+from stability import config_schema
 
 SCALES = ("cpu", "gpu", "paper")
 
@@ -139,15 +141,27 @@ def config_for(point: Point, scale: str) -> ml_collections.ConfigDict:
 
 
 def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  """Sets each dotted field ("opt.peak_lr", "data.tokens.path") to its value."""
   for key, value in overrides.items():
-    group, _, field = key.partition(".")
-    if group not in c or field not in c[group]:
-      raise ValueError(f"override {key!r} names no config field")
+    node, field = _field_parent(c, key)
     if key == "model.size":
       sizes.apply(c.model, value)
     else:
-      current = c[group][field]
-      c[group][field] = type(current)(value) if isinstance(current, float) else value
+      current = node[field]
+      node[field] = type(current)(value) if isinstance(current, float) else value
+
+
+def _field_parent(c: ml_collections.ConfigDict, key: str) -> tuple[Any, str]:
+  """(the group holding the dotted field `key`, the field's name); ValueError if there is none."""
+  *groups, field = key.split(".")
+  node = c
+  for group in groups:
+    node = node.get(group) if hasattr(node, "keys") else None
+  if not groups or not hasattr(node, "keys") or field not in node or hasattr(node[field], "keys"):
+    renamed = config_schema.renamed_message(key)
+    raise ValueError(f"override {key!r} names no config field"
+                     + (f"; {renamed}" if renamed else ""))
+  return node, field
 
 
 def experiment_config(get_grid: Callable[[str], Grid], arg: str | None) -> ml_collections.ConfigDict:

@@ -4,7 +4,7 @@ r"""Throughput of the data pipeline: batches/s for the demo shape and a paper-si
       [--paper_batch_size=256 --paper_seq_len=512] [--seconds=3] [--skip_text]
 
 Rows: embedded at the demo shape and at the paper shape; tokens (a .npy written from the
-embedded corpus by stability.tokenize, memory-mapped); tokens-big (a raw file of random ids
+embedded corpus by stability.tools.tokenize, memory-mapped); tokens-big (a raw file of random ids
 larger than the CPU caches, 400 MB by default); text (the embedded documents as text
 files, one per line, through seqio; needs TensorFlow); synthetic. `setup_s` is the time to the
 first batch (corpus extraction / tokenization included when the cache is cold); `batches/s` is
@@ -24,14 +24,15 @@ from configs import base
 from stability import data
 from stability import data_common
 from stability import embedded_corpus
-from stability import tokenize
+from stability.tools import tokenize
 
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Demo batch size (sequences).")
 _SEQ = flags.DEFINE_integer("seq_len", 128, "Demo sequence length.")
 _PAPER_BATCH = flags.DEFINE_integer("paper_batch_size", 256, "Paper batch size (sequences).")
 _PAPER_SEQ = flags.DEFINE_integer("paper_seq_len", 512, "Paper sequence length.")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "Steady-state time per row of the table.")
-_CACHE = flags.DEFINE_string("cache_dir", "", "data.cache_dir; '' = a fresh (cold) temporary one.")
+_CACHE = flags.DEFINE_string("cache_dir", "", "data.embedded.cache_dir; '' = a fresh (cold) "
+                             "temporary one.")
 _LARGE_TOKENS = flags.DEFINE_integer(
     "large_tokens", 200_000_000, "Size of a random uint16 token file (bigger than CPU caches) "
     "for a second tokens row; 0 = skip.")
@@ -39,8 +40,10 @@ _SKIP_TEXT = flags.DEFINE_bool("skip_text", False, "Skip the text source (needs 
 
 
 def data_cfg(source: str, batch_size: int, cache: str, **fields):
+  """The data config of `source`; `fields` go to its own group `data.<source>`."""
   cfg = base.get_config(f"data={source}").data
-  cfg.update({"batch_size": batch_size, "cache_dir": cache, **fields})
+  cfg.update({"batch_size": batch_size, "embedded": {"cache_dir": cache}})
+  cfg[source].update(fields)
   return cfg
 
 
@@ -87,11 +90,11 @@ def cases(folder: str, cache: str) -> Iterator[tuple[str, object, int]]:
   yield "embedded", data_cfg("embedded", paper_b, cache), paper_l
   tokens_path = os.path.join(folder, "embedded_train.npy")
   tokenize.write_token_file(data_cfg("embedded", paper_b, cache), tokens_path, "train")
-  yield "tokens", data_cfg("tokens", paper_b, cache, tokens_path=tokens_path), paper_l
+  yield "tokens", data_cfg("tokens", paper_b, cache, path=tokens_path), paper_l
   if _LARGE_TOKENS.value:
     large_path = write_random_tokens(folder, _LARGE_TOKENS.value)
-    yield "tokens-big", data_cfg("tokens", paper_b, cache, tokens_path=large_path,
-                                 tokens_vocab_size=32101), paper_l
+    yield "tokens-big", data_cfg("tokens", paper_b, cache, path=large_path,
+                                 vocab_size=32101), paper_l
   yield "synthetic", data_cfg("synthetic", paper_b, cache), paper_l
   if not _SKIP_TEXT.value:
     text_path = write_text_corpus(folder, data_common.cache_dir(cache))

@@ -15,13 +15,15 @@ import re
 import shutil
 import sys
 
+from stability import result_format as fmt
+
 MAX_ROWS = 64
 KEEP = re.compile(
     r"^(step|train_loss|z_loss|lr|grad_norm|grad_rms|update_rms|param_rms"
     r"|(attn_logit_max|q_norm|k_norm|qk_cos)/block_0|block_out_rms/block_\d+"
     r"|output_logit/(mean|max|log_z_mean)"
     r"|(grad_rms|update_rms)/block_0/mlp/wi/kernel|grad_rms/block_0/attn/wk/kernel)$")
-RUN_FILES = ("config.json", "summary.json", "eval.jsonl")
+COPIED = (fmt.CONFIG, fmt.SUMMARY, fmt.EVAL)  # as they are; metrics are compacted
 
 
 def _round(x):
@@ -41,36 +43,24 @@ def compact_rows(rows: list[dict], max_rows: int = MAX_ROWS) -> list[dict]:
   return [{k: _round(v) for k, v in row.items() if KEEP.match(k)} for row in picked]
 
 
-def _read_rows(path: str) -> list[dict]:
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # a torn last line of a killed run
-  return rows
-
-
 def export_run(run_dir: str, target: str) -> None:
   os.makedirs(target, exist_ok=True)
-  for name in RUN_FILES:
+  for name in COPIED:
     if os.path.exists(os.path.join(run_dir, name)):
       shutil.copyfile(os.path.join(run_dir, name), os.path.join(target, name))
-  metrics = os.path.join(run_dir, "metrics.jsonl")
+  metrics = os.path.join(run_dir, fmt.METRICS)
   if os.path.exists(metrics):
-    with open(os.path.join(target, "metrics.jsonl"), "w") as f:
-      for row in compact_rows(_read_rows(metrics)):
+    with open(os.path.join(target, fmt.METRICS), "w") as f:
+      for row in compact_rows(fmt.read_jsonl(metrics)):  # a torn last line is skipped
         f.write(json.dumps(row) + "\n")
 
 
 def _finished_summary(run_dir: str) -> dict | None:
   try:
-    with open(os.path.join(run_dir, "summary.json")) as f:
-      summary = json.load(f)
-  except (OSError, json.JSONDecodeError):
+    summary = fmt.read_json(os.path.join(run_dir, fmt.SUMMARY)) or {}
+  except (OSError, ValueError):
     return None
-  return summary if summary.get("status") in ("done", "diverged") else None
+  return summary if summary.get("status") in fmt.FINISHED else None
 
 
 def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:

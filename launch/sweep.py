@@ -27,7 +27,9 @@ from absl import logging
 from etils import epath
 
 from configs import grid as grid_lib
+from stability import data as data_lib
 from stability import flops
+from stability import result_format as fmt
 
 _EXPERIMENT = flags.DEFINE_string(
     "experiment", None, "experiment config file and arg, e.g. configs/fig1_qk_layernorm.py:scale=cpu")
@@ -39,8 +41,8 @@ _MFU = flags.DEFINE_float("mfu", 0.4, "assumed model FLOP utilisation for --dry_
 _BATCH = flags.DEFINE_enum(
     "batch", "off", ["on", "off"],
     "on: train points that differ only in scalar optimizer hyper-parameters (LR, ε, weight decay, "
-    "...) as one vmapped program (stability/batched.py). Off by default: measured no faster per "
-    "run on CPU nor on an H100 at 256×512 tokens, and K runs need K times the memory "
+    "...) as one vmapped program (stability/run.py). Off by default: measured no faster per "
+    "run on CPU nor on an H100 at 256×512 tokens, and M runs need M times the memory "
     "(docs/performance.md)")
 _SET = flags.DEFINE_multi_string(
     "set", [], "extra override for every point, e.g. --set=train.steps=100")
@@ -89,7 +91,7 @@ class Cost:
 def point_cost(point: grid_lib.Point, scale: str, vocab_size: int = 32101) -> Cost:
   c = grid_lib.config_for(point, scale)
   tokens = float(c.train.steps * c.data.batch_size * c.model.seq_len)
-  vocab = c.model.vocab_size or (259 if c.data.source == "embedded" else vocab_size)
+  vocab = c.model.vocab_size or data_lib.source_for(c.data).known_vocab_size or vocab_size
   return Cost(tokens, tokens * flops.model_flops_per_token(c.model, vocab))
 
 
@@ -168,8 +170,8 @@ class PointLock:
 
 def point_status(run_dir: epath.Path) -> str | None:
   try:
-    return json.loads((run_dir / "summary.json").read_text()).get("status")
-  except (FileNotFoundError, json.JSONDecodeError):
+    return (fmt.read_json(run_dir / fmt.SUMMARY) or {}).get("status")
+  except ValueError:  # torn by a kill
     return None
 
 
@@ -177,11 +179,78 @@ def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
   """Points grouped by everything but their scalar optimizer hyper-parameters."""
   if not batch:
     return [[p] for p in points]
-  from stability import batched
+  from stability import run as run_lib
   groups: dict[str, list[grid_lib.Point]] = {}
   for p in points:
-    groups.setdefault(batched.batchable_key(grid_lib.config_for(p, scale)), []).append(p)
+    groups.setdefault(run_lib.batchable_key(grid_lib.config_for(p, scale)), []).append(p)
   return list(groups.values())
+
+
+class Tally:
+  """Counts of points by status, and the progress line with an ETA from the points trained."""
+
+  def __init__(self, total: int):
+    self.counts: dict[str, int] = {}
+    self.total = total
+    self.done = 0
+    self.trained_s: list[float] = []  # per point
+
+  def add(self, status: str, done: bool = True) -> None:
+    self.counts[status] = self.counts.get(status, 0) + 1
+    self.done += done
+
+  def trained(self, points, statuses: list[str], seconds: float) -> None:
+    for status in statuses:
+      self.add(status)
+    self.trained_s.append(seconds / len(points))
+    left = self.total - self.done
+    eta = sum(self.trained_s) / len(self.trained_s) * left / 60
+    names = points[0].name if len(points) == 1 else f"{len(points)} points batched ({points[0].name}, ...)"
+    print(f"[sweep] {self.done}/{self.total} {names}: {', '.join(sorted(set(statuses)))} in "
+          f"{seconds:.0f}s; ETA {eta:.1f} min for {left} more", flush=True)
+
+
+def claim_points(group, out_dir: epath.Path, tally: Tally):
+  """(points to train, their locks, whether another runner holds one of the group)."""
+  todo, locks, locked = [], [], False
+  for point in group:
+    lock = PointLock(out_dir / ".locks", point.name)
+    if (status := point_status(out_dir / point.name)) in fmt.FINISHED:
+      lock.clear_if_stale()
+      tally.add(status)
+    elif not lock.acquire():
+      logging.info("%s is being run by another runner; skipping", point.name)
+      tally.add("locked")
+      locked = True
+    elif (status := point_status(out_dir / point.name)) in fmt.FINISHED:  # finished meanwhile
+      lock.release()
+      tally.add(status)
+    else:
+      todo.append(point)
+      locks.append(lock)
+  return todo, locks, locked
+
+
+def train_points(todo, group, locked: bool, out_dir: epath.Path, scale: str) -> list[str]:
+  """Trains `todo` (one run, or a batched group); returns their statuses, `failed` on an error."""
+  from stability import train  # jax and friends: not needed for --dry_run
+  members = todo
+  if len(group) > len(todo) and not locked and os.path.isdir(
+      train.group_dir([os.fspath(out_dir / p.name) for p in group])):
+    # Members finished (diverged) in an interrupted batched run: the group resumes whole, from
+    # its own checkpoint, and the finished ones stay as they are.
+    members = group
+  dirs = [os.fspath(out_dir / p.name) for p in members]
+  configs = [grid_lib.config_for(p, scale) for p in members]
+  try:
+    if len(members) == 1:
+      summaries = [train.train_and_evaluate(configs[0], dirs[0])]
+    else:
+      summaries = train.train_batched(configs, dirs)
+    return [s["status"] for p, s in zip(members, summaries) if p in todo]
+  except Exception as e:  # a failed point never stops the grid
+    logging.exception("%s failed: %s", ", ".join(p.name for p in todo), e)
+    return ["failed"] * len(todo)
 
 
 def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
@@ -190,80 +259,28 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
 
   `should_stop()` is asked before each point: True ends the grid there, counted `preempted`.
   """
-  from stability import batched, results, train  # jax and friends: not needed for --dry_run
-
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
   points = [p for p in grid.points if re.search(only, p.name)]
-  counts: dict[str, int] = {}
-  trained_s: list[float] = []
-  done_points = 0
-
-  def count(status: str, n: int = 1) -> None:
-    counts[status] = counts.get(status, 0) + n
-
+  tally = Tally(len(points))
   for group in batch_groups(points, grid.scale, batch):
     if should_stop():
-      count("preempted")
+      tally.add("preempted", done=False)
       break
-    todo, locks, locked = [], [], False
-    for point in group:
-      lock = PointLock(out_dir / ".locks", point.name)
-      if (status := point_status(out_dir / point.name)) in results.FINISHED:
-        lock.clear_if_stale()
-        count(status)
-        done_points += 1
-        continue
-      if not lock.acquire():
-        logging.info("%s is being run by another runner; skipping", point.name)
-        count("locked")
-        locked = True
-        done_points += 1
-        continue
-      if (status := point_status(out_dir / point.name)) in results.FINISHED:  # finished meanwhile
-        lock.release()
-        count(status)
-        done_points += 1
-        continue
-      todo.append(point)
-      locks.append(lock)
+    todo, locks, locked = claim_points(group, out_dir, tally)
     if not todo:
       continue
     start = time.time()
-    members = todo
-    if len(group) > len(todo) and not locked and os.path.isdir(
-        batched.group_dir([os.fspath(out_dir / p.name) for p in group])):
-      # Members finished (diverged) in an interrupted batched run: the group resumes whole, from
-      # its own checkpoint, and the finished ones stay as they are.
-      members = group
-    dirs = [os.fspath(out_dir / p.name) for p in members]
-    configs = [grid_lib.config_for(p, grid.scale) for p in members]
     try:
-      if len(members) == 1:
-        summaries = [train.train_and_evaluate(configs[0], dirs[0])]
-      else:
-        summaries = batched.train_batched(configs, dirs)
-      statuses = [s["status"] for p, s in zip(members, summaries) if p in todo]
-    except Exception as e:  # a failed point never stops the grid
-      logging.exception("%s failed: %s", ", ".join(p.name for p in todo), e)
-      statuses = ["failed"] * len(todo)
+      statuses = train_points(todo, group, locked, out_dir, grid.scale)
     finally:
       for lock in locks:
         lock.release()
-    trained_s.append((time.time() - start) / len(todo))
-    done_points += len(todo)
-    for point, status in zip(todo, statuses):
-      count(status)
-    left = len(points) - done_points
-    eta = sum(trained_s) / len(trained_s) * left / 60
-    names = todo[0].name if len(todo) == 1 else f"{len(todo)} points batched ({todo[0].name}, ...)"
-    print(f"[sweep] {done_points}/{len(points)} {names}: "
-          f"{', '.join(sorted(set(statuses)))} in {time.time() - start:.0f}s; "
-          f"ETA {eta:.1f} min for {left} more", flush=True)
+    tally.trained(todo, statuses, time.time() - start)
     if "preempted" in statuses:
       break
-  return counts
+  return tally.counts
 
 
 def main(argv):

@@ -42,10 +42,10 @@ def byte_decode(ids: Sequence[int]) -> str:
 def byte_encode_documents(docs: Sequence[str]) -> np.ndarray:
   """Documents as one uint16 byte-id stream with EOS after each (vectorised)."""
   encoded = [doc.encode("utf-8") for doc in docs]
-  lengths_D = np.array([len(e) + 1 for e in encoded], np.int64)
-  stream_N = np.empty(int(lengths_D.sum()), np.uint16)
+  lengths_C = np.array([len(e) + 1 for e in encoded], np.int64)
+  stream_N = np.empty(int(lengths_C.sum()), np.uint16)
   is_eos_N = np.zeros(stream_N.shape, bool)
-  is_eos_N[np.cumsum(lengths_D) - 1] = True
+  is_eos_N[np.cumsum(lengths_C) - 1] = True
   stream_N[~is_eos_N] = np.frombuffer(b"".join(encoded), np.uint8).astype(np.uint16) + BYTE_OFFSET
   stream_N[is_eos_N] = BYTE_EOS_ID
   return stream_N
@@ -132,14 +132,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def cache_dir(configured: str) -> str:
-  """`data.cache_dir`, else $STABILITY_CACHE, else ~/.cache/stability (created)."""
+  """`data.embedded.cache_dir`, else $STABILITY_CACHE, else ~/.cache/stability (created)."""
   path = configured or os.environ.get("STABILITY_CACHE") or "~/.cache/stability"
   path = os.path.abspath(os.path.expanduser(path))
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise DataError(f"cannot create the data cache folder {path} ({e}); set "
-                    "--config.data.cache_dir (or $STABILITY_CACHE) to a writable folder") from e
+    raise DataError(f"cannot create the data cache folder {path} ({e}); set --config.data."
+                    "embedded.cache_dir (or $STABILITY_CACHE) to a writable folder") from e
   return path
 
 
@@ -167,8 +167,8 @@ def atomic_save_npy(path: str, array: np.ndarray) -> None:
     np.save(f, array, allow_pickle=False)
 
 
-_TOKENS_FIX = ("write one with `python -m stability.tokenize --output=...` or fix "
-               "--config.data.tokens_path")
+_TOKENS_FIX = ("write one with `python -m stability.tools.tokenize --output=...` or fix "
+               "--config.data.tokens.path")
 
 
 def load_tokens(path: str, raw_dtype: str = "uint16") -> np.ndarray:
@@ -184,13 +184,13 @@ def load_tokens(path: str, raw_dtype: str = "uint16") -> np.ndarray:
     try:
       dtype = np.dtype(raw_dtype)
     except TypeError as e:
-      raise DataError(f"data.tokens_dtype={raw_dtype!r} is not a numpy dtype; use uint16 "
+      raise DataError(f"data.tokens.dtype={raw_dtype!r} is not a numpy dtype; use uint16 "
                       "or uint32") from e
     if os.path.getsize(path) == 0:
       raise DataError(f"token file {path} is empty; {_TOKENS_FIX}")
     if os.path.getsize(path) % dtype.itemsize:
       raise DataError(f"{path} has {os.path.getsize(path)} bytes, not a multiple of "
-                      f"{dtype.itemsize} ({dtype}); is --config.data.tokens_dtype right?")
+                      f"{dtype.itemsize} ({dtype}); is --config.data.tokens.dtype right?")
     tokens_N = np.memmap(path, dtype=dtype, mode="r")
   if tokens_N.ndim != 1 or tokens_N.dtype.kind not in "iu":
     raise DataError(f"{path} holds {tokens_N.dtype} of shape {tokens_N.shape}, not a flat (1-D) "

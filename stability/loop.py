@@ -1,7 +1,6 @@
-"""The train loop, shared by a single run and a batched LR sweep.
+"""The train loop of a group: M ≥ 1 runs that one compiled program (`run.Run`) steps together.
 
-A group is K ≥ 1 runs that one compiled program steps together: `train.Run` (K = 1) or
-`batched.BatchedRun` (K members vmapped over a run axis). The loop is written once, here. Each
+A single run is a group of one; a batched LR sweep is M members vmapped over a member axis. Each
 member keeps its own result folder, TensorBoard events, divergence verdict and summary; the group
 shares one batch stream and one checkpoint (state, data position, every member's bookkeeping).
 
@@ -11,7 +10,6 @@ boundaries; SIGTERM becomes a checkpoint and a clean stop at the next one.
 """
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -24,23 +22,19 @@ import numpy as np
 from stability import checkpoint as checkpoint_lib
 from stability import data as data_lib
 from stability import flops
-from stability import results
+from stability import result_format
+from stability import run_files
 from stability import validation
-
-def config_dict(config: ml_collections.ConfigDict) -> dict:
-  """The config as config.json holds it."""
-  return json.loads(json.dumps(config.to_dict()))
-
 
 def finished_summary(config: ml_collections.ConfigDict, workdir) -> dict | None:
   """The summary of a finished run of `config` in `workdir`, else None (nothing or unfinished).
 
   Raises ConfigError, touching nothing, if the workdir holds a run of another config.
   """
-  files = results.RunFiles(workdir, writer=False)
+  files = run_files.RunFiles(workdir, writer=False)
   if not files.dir.exists():
     return None
-  existing, wanted = files.existing_config(), config_dict(config)
+  existing, wanted = files.existing_config(), result_format.config_json(config)
   if existing is not None and existing != wanted:
     changed = sorted(
         f"{g}.{k}" for g in set(existing) | set(wanted)
@@ -50,7 +44,7 @@ def finished_summary(config: ml_collections.ConfigDict, workdir) -> dict | None:
         f"workdir {files.dir} holds a run with a different config (differs in: "
         f"{', '.join(changed) or 'structure'}); use a new --workdir, or delete that one")
   summary = files.read_summary()
-  return summary if summary and summary.get("status") in results.FINISHED else None
+  return summary if summary and summary.get("status") in result_format.FINISHED else None
 
 
 def _tensorboard_writer(workdir):
@@ -64,24 +58,14 @@ def _tensorboard_writer(workdir):
   return metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir)))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    elif isinstance(v, (int, float, str, bool)):
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 class Member:
   """One run of a group: its result folder, TensorBoard events and divergence verdict."""
 
   def __init__(self, index: int, config: ml_collections.ConfigDict, workdir, *, is_writer: bool):
     self.index = index
     self.config = config
-    self.files = results.RunFiles(workdir, writer=is_writer)
-    self.files.write_config(config_dict(config))
+    self.files = run_files.RunFiles(workdir, writer=is_writer)
+    self.files.write_config(result_format.config_json(config))
     self.tensorboard = None  # opened by `open_tensorboard` once the member is to be trained
     self.status = "running"
     self.diverged_at = None
@@ -221,25 +205,114 @@ class Throughput:
                  f"{rate:.2f}" if rate else "?", eta)
 
 
-def _saved_members(loop: dict, k: int) -> list[dict]:
-  if "members" in loop:
-    return loop["members"]
+def _saved_members(progress: dict, k: int) -> list[dict]:
+  if "members" in progress:
+    return progress["members"]
   # A single run's checkpoint from before groups: its one member was running.
-  return [{"status": "running", "diverged_at": None, "over": loop.pop("over_margin", 0),
+  return [{"status": "running", "diverged_at": None, "over": progress.pop("over_margin", 0),
            "final_loss": None, "final_step": None}] * k
+
+
+class Group:
+  """The members trained together: their log rows, divergence verdicts and summaries."""
+
+  def __init__(self, config, run, members: list[Member]):
+    self.members = members
+    self.tokens_per_step = config.data.batch_size * config.model.seq_len
+    self.trained: list[Member] = []  # this session's; the others finished earlier
+    m = config.model
+    self.shared = {  # the summary fields every member shares (init_eval_loss: `begin`)
+        "num_params": flops.non_embedding_params(m.d_model, m.num_layers, m.mlp_ratio),
+        "vocab_size": run.model_cfg.vocab_size,
+        "flops_per_token": flops.model_flops_per_token(m, run.model_cfg.vocab_size),
+        "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+        "batched_members": len(members)}
+
+  @property
+  def running(self) -> list[Member]:
+    return [m for m in self.members if m.running]
+
+  def bookkeeping(self) -> list[dict]:
+    return [m.bookkeeping() for m in self.members]
+
+  def restore(self, saved: list[dict], start: int, total: int) -> None:
+    for m, bookkeeping in zip(self.members, saved):
+      m.restore(bookkeeping)
+      if m.running:  # the eval row of step `total` is the final one, written after the loop
+        m.files.truncate(metrics_before=start, evals_through=min(start, total - 1))
+    logging.info("resumed %s from step %d", ", ".join(str(m.files.dir) for m in self.members),
+                 start)
+
+  def start_fresh(self, init_loss: float) -> None:
+    for m in self.members:  # rows of an earlier attempt that left no checkpoint
+      m.files.truncate(metrics_before=0, evals_through=-1)
+      m.files.append_eval({"step": 0, "eval_loss": init_loss})
+
+  def begin(self, start: int, init_loss: float) -> None:
+    """Opens the running members' event files and writes their `running` summaries."""
+    self.shared["init_eval_loss"] = init_loss
+    self.trained = self.running
+    for m in self.trained:
+      m.open_tensorboard()
+      if start == 0 and m.tensorboard is not None:
+        m.tensorboard.write_hparams(result_format.flatten(result_format.config_json(m.config)))
+      m.files.write_summary(self.summary_of(m, start))
+
+  def summary_of(self, m: Member, steps: int, **extra) -> dict:
+    return {"name": m.files.dir.name, "status": m.status, "final_eval_loss": m.final_loss,
+            "diverged_at_step": m.diverged_at, "steps": steps,
+            "tokens": steps * self.tokens_per_step, **self.shared, **extra}
+
+  def record(self, step: int, metrics_M: dict, init_loss: float) -> list[Member]:
+    """Writes the log row of `step` ({metric: [M]}) of every running member; returns the
+    members it finds diverged."""
+    running = self.running
+    for m in running:
+      m.record(step, {k: float(v[m.index]) for k, v in metrics_M.items()}, init_loss)
+    return [m for m in running if not m.running]
+
+  def append_evals(self, step: int, losses_M: np.ndarray) -> None:
+    for m in self.running:
+      m.files.append_eval({"step": step, "eval_loss": float(losses_M[m.index])})
+
+  def finish_diverged(self, members: list[Member], steps: int, losses_M: np.ndarray) -> None:
+    """Final losses (after `steps` updates) and summaries of members that just diverged."""
+    for m in members:
+      m.finish(steps, float(losses_M[m.index]))
+      m.files.write_summary(self.summary_of(m, steps))
+
+  def finish_done(self, steps: int, losses_M: np.ndarray) -> None:
+    """Final losses of the members that trained to the end; `write_summaries` records them."""
+    for m in self.running:
+      m.status = "done"
+      m.finish(steps, float(losses_M[m.index]))
+
+  def write_summaries(self, steps: int, **extra) -> list[dict]:
+    """The final summaries: rewritten for this session's members, read for the others."""
+    out = []
+    for m in self.members:
+      summary = m.files.read_summary() or {}
+      if m in self.trained:
+        summary = self.summary_of(
+            m, m.final_step if m.final_step is not None else steps, **extra)
+        m.files.write_summary(summary)
+      out.append(summary)
+      logging.info("%s: %s after %s steps, final eval loss %s", m.files.dir, m.status,
+                   summary.get("steps"), m.final_loss)
+    return out
 
 
 def train_group(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
   """Trains the members (`config` is the first one's) and returns their summaries.
 
-  `run` is a `train.Run` (one member) or a `batched.BatchedRun`: it inits, steps, evaluates
-  (one loss per member) and says which members' parameters are finite.
+  `run` is a `run.Run` of the M members: it inits, steps, evaluates and says which members'
+  parameters are finite, each answer [M].
   """
   try:
-    return _train(config, run, members, checkpoint_dir)
+    return Training(config, run, Group(config, run, members), checkpoint_dir).train()
   except Exception as e:
     for m in members:  # all but those whose verdict is on disk (finished or diverged before)
-      if (m.files.read_summary() or {}).get("status") not in results.FINISHED:
+      if (m.files.read_summary() or {}).get("status") not in result_format.FINISHED:
         m.files.write_summary({**(m.files.read_summary() or {}), "status": "failed",
                                "error": f"{type(e).__name__}: {e}"[:2000]})
     raise
@@ -248,154 +321,122 @@ def train_group(config, run, members: list[Member], checkpoint_dir) -> list[dict
       m.close()
 
 
-def _train(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
-  t = config.train
-  seq_len = config.model.seq_len
-  total = t.steps
-  tokens_per_step = config.data.batch_size * seq_len
-  pi, pc = jax.process_index(), jax.process_count()
-  ckpt = checkpoint_lib.Checkpointer(checkpoint_dir, keep=t.keep_ckpts)
-  train_iter = data_lib.make_train_iterator(config.data, seq_len, process_index=pi,
-                                            process_count=pc)
-  eval_batches = [run.global_batch(b) for b in data_lib.make_eval_batches(
-      config.data, seq_len, process_index=pi, process_count=pc)]
+class Training:
+  """One session of a group's training: restore or init, step, finish."""
 
-  def eval_losses(params) -> np.ndarray:
-    """[K] eval CE of each member."""
-    return np.reshape(run.evaluate(params, eval_batches), (-1,))
+  def __init__(self, config, run, group: Group, checkpoint_dir):
+    self.config, self.run, self.group = config, run, group
+    self.total = config.train.steps
+    pi, pc = jax.process_index(), jax.process_count()
+    self.ckpt = checkpoint_lib.Checkpointer(checkpoint_dir, keep=config.train.keep_ckpts)
+    self.train_iter = data_lib.make_train_iterator(
+        config.data, config.model.seq_len, process_index=pi, process_count=pc)
+    self.eval_batches = [run.global_batch(b) for b in data_lib.make_eval_batches(
+        config.data, config.model.seq_len, process_index=pi, process_count=pc)]
+    self.timer = Throughput()
+    self.progress = {"wall_s": 0.0}  # saved with each checkpoint, with the members' bookkeeping
+    self.session_start = time.time()
 
-  def final_losses(params) -> np.ndarray:
-    """[K] eval CE; NaN where a member's parameters are not all finite (a diverged run whose
+  def final_losses(self, params) -> np.ndarray:
+    """[M] eval CE; NaN where a member's parameters are not all finite (a diverged run whose
     eval could still look finite is not given a final loss)."""
-    return np.where(np.reshape(run.params_finite(params), (-1,)), eval_losses(params), np.nan)
+    return np.where(self.run.params_finite(params), self.run.evaluate(params, self.eval_batches),
+                    np.nan)
 
-  restored = ckpt.restore_latest(run.abstract_state)
-  if restored is not None:
-    start, state, data_state, loop = restored
-    train_iter.set_state(data_state)
-    for m, saved in zip(members, _saved_members(loop, len(members))):
-      m.restore(saved)
-      if m.running:  # the eval row of step `total` is the final one, written after the loop
-        m.files.truncate(metrics_before=start, evals_through=min(start, total - 1))
-    logging.info("resumed %s from step %d", ", ".join(str(m.files.dir) for m in members), start)
-  else:
-    start, loop = 0, {"wall_s": 0.0}
-    state = run.init_state(t.seed)
-    loop["init_eval_loss"] = float(eval_losses(state.params)[0])  # members share one init
-    for m in members:  # rows of an earlier attempt that left no checkpoint
-      m.files.truncate(metrics_before=0, evals_through=-1)
-      m.files.append_eval({"step": 0, "eval_loss": loop["init_eval_loss"]})
-  init_loss = loop["init_eval_loss"]
+  def restore_or_init(self):
+    """(state, first step): the newest checkpoint's, else a fresh init and its eval at step 0."""
+    restored = self.ckpt.restore_latest(self.run.abstract_state)
+    if restored is not None:
+      start, state, data_state, self.progress = restored
+      self.train_iter.set_state(data_state)
+      self.group.restore(_saved_members(self.progress, len(self.group.members)), start,
+                         self.total)
+      return state, start
+    state = self.run.init_state(self.config.train.seed)
+    # Members share one init, so one initial loss.
+    self.progress["init_eval_loss"] = float(self.run.evaluate(state.params, self.eval_batches)[0])
+    self.group.start_fresh(self.progress["init_eval_loss"])
+    return state, 0
 
-  flops_per_token = flops.model_flops_per_token(config.model, run.model_cfg.vocab_size)
-  shared = {
-      "init_eval_loss": init_loss,
-      "num_params": flops.non_embedding_params(config.model.d_model, config.model.num_layers,
-                                               config.model.mlp_ratio),
-      "vocab_size": run.model_cfg.vocab_size, "flops_per_token": flops_per_token,
-      "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
-      "batched_members": len(members)}
+  def save(self, step: int, state) -> None:
+    now = time.time()
+    self.progress["wall_s"] += now - self.session_start
+    self.session_start = now
+    self.ckpt.save(step, state, self.train_iter.get_state(),
+                   {**self.progress, "members": self.group.bookkeeping()})
 
-  def summary_of(m: Member, steps: int, **extra) -> dict:
-    return {"name": m.files.dir.name, "status": m.status, "final_eval_loss": m.final_loss,
-            "diverged_at_step": m.diverged_at, "steps": steps, "tokens": steps * tokens_per_step,
-            **shared, **extra}
+  def train(self) -> list[dict]:
+    state, start = self.restore_or_init()
+    self.group.begin(start, self.progress["init_eval_loss"])
+    with Preemption() as preemption:
+      state, step, preempted = self.steps(state, start, preemption)
+    return self.finish(state, start, step, preempted)
 
-  trained = [m for m in members if m.running]  # this session's; the others finished earlier
-  for m in trained:
-    m.open_tensorboard()
-    if start == 0 and m.tensorboard is not None:
-      m.tensorboard.write_hparams(_flatten(config_dict(m.config)))
-    m.files.write_summary(summary_of(m, start))
-
-  def save(step: int, state) -> None:
-    nonlocal session_start
-    loop["wall_s"] += time.time() - session_start
-    session_start = time.time()
-    ckpt.save(step, state, train_iter.get_state(),
-              {**loop, "members": [m.bookkeeping() for m in members]})
-
-  def handle(step: int, metrics, state, steps_done: int) -> None:
-    """Records the log row of `step`; evaluates the members it finds diverged (their final
-    loss, at `steps_done`, the updates in `state`)."""
-    host = {k: np.reshape(v, (-1,)) for k, v in jax.device_get(metrics).items()}
-    running = [m for m in members if m.running]
-    for m in running:
-      m.record(step, {k: float(v[m.index]) for k, v in host.items()}, init_loss)
-    newly_diverged = [m for m in running if not m.running]
-    if newly_diverged:
-      with timer.paused():
-        losses = final_losses(state.params)
-      for m in newly_diverged:
-        m.finish(steps_done, float(losses[m.index]))
-        m.files.write_summary(summary_of(m, steps_done))
-    still = [m for m in running if m.running]
-    if still:
-      timer.report(step, total, min(float(host["train_loss"][m.index]) for m in still))
-
-  timer = Throughput()
-  session_start = time.time()
-  pending = None  # (step, metrics) of the last log step, read one step late
-  step = start
-  preempted = False
-  with Preemption() as preemption:
-    while step < total and any(m.running for m in members):
-      batch = run.global_batch(next(train_iter))
-      log_now = step % t.log_every == 0 or step == total - 1
-      state, metrics = run.train_step(state, batch, diagnose=log_now)
-      timer.dispatched(step, state)
-      if pending is not None:
-        handle(*pending, state, step + 1)
-      pending = (step, metrics) if log_now else None
+  def steps(self, state, step: int, preemption: Preemption):
+    """Steps until train.steps, a preemption or no member running: (state, step, preempted)."""
+    t = self.config.train
+    pending = None  # (step, [M] metrics) of the last log step, read one step late
+    while step < self.total and self.group.running:
+      log_now = step % t.log_every == 0 or step == self.total - 1
+      batch = self.run.global_batch(next(self.train_iter))
+      state, metrics_M = self.run.train_step(state, batch, diagnose=log_now)
+      self.timer.dispatched(step, state)
+      pending = self.handle(pending, state, step + 1)
+      pending = (step, metrics_M) if log_now else None
       step += 1
       preempted = preemption.reached(step)
-      boundary = step % t.eval_every == 0 or step % t.ckpt_every == 0 or step == total
-      if pending is not None and (boundary or preempted):
-        handle(*pending, state, step)
-        pending = None
-      if not any(m.running for m in members):
+      boundary = step % t.eval_every == 0 or step % t.ckpt_every == 0 or step == self.total
+      if boundary or preempted:
+        pending = self.handle(pending, state, step)
+      if not self.group.running:  # every log row is handled, or no member is left to record it
         break
-      if step % t.eval_every == 0 and step < total:
-        with timer.paused():
-          losses = eval_losses(state.params)
-          for m in members:
-            if m.running:
-              m.files.append_eval({"step": step, "eval_loss": float(losses[m.index])})
-      if step % t.ckpt_every == 0 or preempted:
-        with timer.paused():
-          save(step, state)
+      self.at_boundary(step, state, preempted)
       if preempted:
-        break
-  # Every log row is handled by now: at step == total and at a preemption (boundaries), or the
-  # loop ended because no member is running.
-  timer.stop(state)
-  tokens_per_s = timer.tokens_per_s(tokens_per_step)  # of each member
+        return state, step, True
+    return state, step, False
 
-  live = [m for m in members if m.running]
-  if preempted:
-    for m in live:
-      m.status = "preempted"
-  elif live:
-    if step % t.ckpt_every != 0 and step > start:
-      save(step, state)  # members still running in it: a kill before the summaries redoes the eval
-    losses = final_losses(state.params)
-    for m in live:
-      m.status = "done"
-      m.finish(step, float(losses[m.index]))
-  ckpt.close()
-  loop["wall_s"] += time.time() - session_start
+  def handle(self, pending, state, steps_done: int) -> None:
+    """Records a pending log row; evaluates the members it finds diverged (their final loss: the
+    `steps_done` updates in `state`). Returns None: nothing is pending after it."""
+    if pending is None:
+      return None
+    step, metrics_M = pending
+    host_M = jax.device_get(metrics_M)
+    diverged = self.group.record(step, host_M, self.progress["init_eval_loss"])
+    if diverged:
+      with self.timer.paused():
+        self.group.finish_diverged(diverged, steps_done, self.final_losses(state.params))
+    if self.group.running:
+      loss = min(float(host_M["train_loss"][m.index]) for m in self.group.running)
+      self.timer.report(step, self.total, loss)
+    return None
 
-  peak = flops.peak_flops_per_device(jax.devices()[0].device_kind)
-  mfu = (len(members) * tokens_per_s * flops_per_token / (peak * jax.device_count())
-         if peak and tokens_per_s else None)
-  out = []
-  for m in members:
-    summary = m.files.read_summary() or {}
-    if m in trained:
-      summary = summary_of(m, m.final_step if m.final_step is not None else step,
-                           wall_s=loop["wall_s"], tokens_per_s=tokens_per_s, mfu=mfu)
-      m.files.write_summary(summary)
-    out.append(summary)
-    logging.info("%s: %s after %s steps, final eval loss %s", m.files.dir, m.status,
-                 summary.get("steps"), m.final_loss)
-  return out
+  def at_boundary(self, step: int, state, preempted: bool) -> None:
+    """The eval and the checkpoint due after `step` (a checkpoint at every preemption)."""
+    t = self.config.train
+    if step % t.eval_every == 0 and step < self.total:
+      with self.timer.paused():
+        self.group.append_evals(step, self.run.evaluate(state.params, self.eval_batches))
+    if step % t.ckpt_every == 0 or preempted:
+      with self.timer.paused():
+        self.save(step, state)
+
+  def finish(self, state, start: int, step: int, preempted: bool) -> list[dict]:
+    """Final statuses and losses, then every member's summary with the session's timings."""
+    self.timer.stop(state)
+    tokens_per_s = self.timer.tokens_per_s(self.group.tokens_per_step)  # of each member
+    live = self.group.running
+    if preempted:
+      for m in live:
+        m.status = "preempted"
+    elif live:
+      if step % self.config.train.ckpt_every != 0 and step > start:
+        self.save(step, state)  # members still running in it: a kill before the summaries redoes the eval
+      self.group.finish_done(step, self.final_losses(state.params))
+    self.ckpt.close()
+    self.progress["wall_s"] += time.time() - self.session_start
+    peak = flops.peak_flops_per_device(jax.devices()[0].device_kind)
+    mfu = (len(self.group.members) * tokens_per_s * self.group.shared["flops_per_token"]
+           / (peak * jax.device_count()) if peak and tokens_per_s else None)
+    return self.group.write_summaries(step, wall_s=self.progress["wall_s"],
+                                      tokens_per_s=tokens_per_s, mfu=mfu)

@@ -5,7 +5,8 @@ untied embedding and head, GELU MLP of width 4d, RoPE, causal attention scaled b
 optional qk-layernorm. Parameters are float32; matmuls run in `dtype` (bfloat16 by default);
 attention logits, softmax, output logits and log Z are float32.
 
-Names carry shapes: B batch, L length, D d_model, H heads, K head dim, F mlp width, V vocab.
+Names carry shapes: B batch, L length, D d_model, H heads, K head dim, F mlp width, V vocab
+(every letter: docs/conventions.md#shape-names).
 
 Diagnostics (max attention logit, q/k norms and cosine, block output RMS) are sown into the
 `diagnostics` collection only when the caller makes it mutable; otherwise none of that code is

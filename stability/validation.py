@@ -2,6 +2,7 @@
 
 import math
 
+from stability import config_schema
 from stability import data as data_lib
 from stability import model as model_lib
 from stability import optim
@@ -37,24 +38,27 @@ def _positive(cfg, group: str, name: str, *, allow_zero: bool = False) -> None:
   _require(ok, f"{group}.{name}", value, "a number >= 0" if allow_zero else "a number > 0")
 
 
-def check_known_fields(cfg, reference) -> None:
-  """Every field of `cfg` must exist in `reference` (the base config): catches typos."""
-  for group in cfg.keys():
-    if group not in reference:
-      raise ConfigError(f"config.{group} is not a config group; known: {', '.join(reference.keys())}")
-    if not hasattr(cfg[group], "keys"):
-      continue
-    for name in cfg[group].keys():
-      if name not in reference[group]:
-        raise ConfigError(
-            f"config.{group}.{name} is not a known field; known {group} fields: "
-            f"{', '.join(sorted(reference[group].keys()))}")
+def check_known_fields(cfg, reference, path: str = "") -> None:
+  """Every field of `cfg` must exist in `reference` (the schema), at every depth: catches typos
+  and names the new place of a renamed field."""
+  for name in cfg.keys():
+    key = f"{path}.{name}" if path else name
+    if name not in reference:
+      renamed = config_schema.renamed_message(key)
+      if renamed:
+        raise ConfigError(renamed)
+      if not path:
+        raise ConfigError(f"config.{name} is not a config group; known: "
+                          f"{', '.join(reference.keys())}")
+      raise ConfigError(f"config.{key} is not a known field; known {path} fields: "
+                        f"{', '.join(sorted(reference.keys()))}")
+    if hasattr(cfg[name], "keys") and hasattr(reference[name], "keys"):
+      check_known_fields(cfg[name], reference[name], key)
 
 
 def validate(cfg) -> None:
   """Raises ConfigError for the first impossible value (or unknown field) in a run config."""
-  from configs import base  # the schema; configs import stability, so not at module level
-  check_known_fields(cfg, base.get_config())
+  check_known_fields(cfg, config_schema.default_config())
   m, o, t = cfg.model, cfg.opt, cfg.train
   for name in ("d_model", "num_heads", "mlp_ratio", "seq_len", "mup_base_width"):
     _require(_is_int(m[name]) and m[name] > 0, f"model.{name}", m[name], "an integer > 0")

@@ -19,13 +19,14 @@ import sys
 import threading
 import time
 
+from stability import result_format
 from configs import grid as grid_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS, CKPT_EVERY, EVAL_EVERY = 12, 3, 4
 SEEDS = 3
 SETTINGS = {
-    "data.source": "synthetic", "data.synthetic_vocab_size": 259, "data.batch_size": 4,
+    "data.source": "synthetic", "data.synthetic.vocab_size": 259, "data.batch_size": 4,
     "data.eval_batches": 1, "model.seq_len": 16, "model.dtype": "float32", "train.steps": STEPS,
     "opt.warmup_steps": 2, "train.log_every": 1, "train.eval_every": EVAL_EVERY,
     "train.ckpt_every": CKPT_EVERY, "train.keep_ckpts": 3,
@@ -46,9 +47,12 @@ def get_config(arg=None):
 def fault_config(overrides=None, point="seed0"):
   """The config of one grid point, then `overrides` ({"group.field": value})."""
   config = get_config(f"point={point}")
-  for key, value in (overrides or {}).items():
-    group, field = key.split(".")
-    config[group][field] = value
+  for key, value in (overrides or {}).items():  # as given: bad values are what is tested
+    *groups, field = key.split(".")
+    node = config
+    for group in groups:
+      node = node[group]
+    node[field] = value
   return config
 
 
@@ -227,7 +231,11 @@ def inject_nonfinite(monkeypatch, kind: str, at_step: int) -> None:
 
 
 def read_jsonl(path) -> list[dict]:
-  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
+  """The rows of a JSON-lines file, which must hold no torn or corrupt line."""
+  bad: list[int] = []
+  rows = result_format.read_jsonl(path, bad)
+  assert not bad, f"{path}: corrupt lines {bad}"
+  return rows
 
 
 def snapshot(directory) -> dict[str, bytes]:

@@ -297,7 +297,8 @@ def test_report_main_prints_table_and_problems(tmp_path, capsys):
   assert (tmp_path / "out" / "loss_vs_lr.png").exists()
 
 
-def test_report_cli_runs_without_tensorflow_or_stability(tmp_path):
+def test_report_cli_runs_without_tensorflow_or_jax(tmp_path):
+  """analysis reads result folders with the result format alone: no JAX, no TensorFlow."""
   sweep = _demo_sweep(tmp_path / "sweep")
   code = (
       "import sys, runpy\n"
@@ -305,7 +306,8 @@ def test_report_cli_runs_without_tensorflow_or_stability(tmp_path):
       f"sys.argv = ['analysis.report', {str(sweep)!r}, '--out', {str(tmp_path / 'o')!r}]\n"
       "try:\n  runpy.run_module('analysis.report', run_name='__main__')\n"
       "except SystemExit as e:\n  assert e.code == 0, e.code\n"
-      "assert not [m for m in sys.modules if m.startswith('stability')]\n")
+      "loaded = {m for m in sys.modules if m.startswith(('stability', 'jax', 'flax'))}\n"
+      "assert loaded == {'stability', 'stability.result_format'}, loaded\n")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
   assert out.returncode == 0, out.stderr

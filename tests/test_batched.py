@@ -6,7 +6,7 @@ import os
 import pytest
 
 from configs import base
-from stability import batched, train
+from stability import train
 from stability.validation import ConfigError
 
 LRS = (1e-3, 3e-2, 1e4)  # the last one diverges
@@ -14,12 +14,12 @@ LRS = (1e-3, 3e-2, 1e4)  # the last one diverges
 
 def tiny(lr: float, tmp_cache: str, **kw):
   c = base.get_config(f"size=d64-L2,lr={lr},data=synthetic")
-  c.data.synthetic_vocab_size = 259
+  c.data.synthetic.vocab_size = 259
   c.model.seq_len = 16
   c.model.dtype = "float32"
   c.data.batch_size = 4
   c.data.eval_batches = 2
-  c.data.cache_dir = tmp_cache
+  c.data.embedded.cache_dir = tmp_cache
   c.train.steps = 12
   c.opt.warmup_steps = 2
   c.train.log_every = 1
@@ -50,7 +50,7 @@ def test_batched_equals_separate_runs(tmp_path):
   together = [str(tmp_path / "sweep" / f"member_{i}") for i in range(len(LRS))]
   for c, w in zip(configs, separate):
     train.train_and_evaluate(c, w)
-  summaries = batched.train_batched(configs, together)
+  summaries = train.train_batched(configs, together)
 
   for lr, s_dir, b_dir, b_summary in zip(LRS, separate, together, summaries):
     s_rows, b_rows = rows(s_dir, "metrics.jsonl"), rows(b_dir, "metrics.jsonl")
@@ -80,13 +80,13 @@ def test_batched_rerun_is_a_no_op_and_members_must_be_batchable(tmp_path):
   cache = str(tmp_path / "cache")
   configs = [tiny(lr, cache) for lr in LRS[:2]]
   dirs = [str(tmp_path / f"m{i}") for i in range(2)]
-  first = batched.train_batched(configs, dirs)
+  first = train.train_batched(configs, dirs)
   mtimes = [os.path.getmtime(os.path.join(d, "summary.json")) for d in dirs]
-  assert batched.train_batched(configs, dirs) == first
+  assert train.train_batched(configs, dirs) == first
   assert mtimes == [os.path.getmtime(os.path.join(d, "summary.json")) for d in dirs]
   other = tiny(1e-3, cache, **{"model.qk_layernorm": "off"})
   with pytest.raises(ConfigError, match="differ only in"):
-    batched.train_batched([configs[0], other], [str(tmp_path / "x"), str(tmp_path / "y")])
+    train.train_batched([configs[0], other], [str(tmp_path / "x"), str(tmp_path / "y")])
 
 
 def test_sweep_runner_batches_lr_points(tmp_path):
@@ -96,7 +96,7 @@ def test_sweep_runner_batches_lr_points(tmp_path):
   tiny_overrides = {"train.steps": 4, "opt.warmup_steps": 1, "train.log_every": 1,
                     "train.eval_every": 4, "train.ckpt_every": 4, "data.eval_batches": 1,
                     "data.batch_size": 4, "model.seq_len": 16, "data.source": "synthetic",
-                    "data.synthetic_vocab_size": 259}
+                    "data.synthetic.vocab_size": 259}
   grid = sweep.with_extra_overrides(grid, tiny_overrides)
   counts = sweep.run_grid(grid, str(tmp_path), only=r"lr1e-0[23]_qkln-on", batch=True)
   assert counts == {"done": 2}
@@ -130,7 +130,7 @@ def test_interrupted_batched_sweep_resumes_exactly(tmp_path, monkeypatch, how):
   cache = str(tmp_path / "cache")
   configs = [tiny(lr, cache, **{"loss.z_loss": 1e-4}) for lr in LRS]
   uninterrupted = [str(tmp_path / "whole" / f"m{i}") for i in range(len(LRS))]
-  batched.train_batched(configs, uninterrupted)
+  train.train_batched(configs, uninterrupted)
 
   kind, at = how.split("@")
   at = int(at)
@@ -150,16 +150,16 @@ def test_interrupted_batched_sweep_resumes_exactly(tmp_path, monkeypatch, how):
 
   resumed = [str(tmp_path / "parts" / f"m{i}") for i in range(len(LRS))]
   if kind == "sigterm":
-    first = batched.train_batched(configs, resumed)
+    first = train.train_batched(configs, resumed)
     assert [s["status"] for s in first] == ["preempted"] * 2 + [
         "diverged" if at > 8 else "preempted"]
     assert {s["steps"] for s in first[:2]} == {at}
   else:
     with pytest.raises(_Killed):
-      batched.train_batched(configs, resumed)
+      train.train_batched(configs, resumed)
   monkeypatch.undo()
 
-  final = batched.train_batched(configs, resumed)
+  final = train.train_batched(configs, resumed)
   assert [(s["status"], s["diverged_at_step"]) for s in final] == [
       ("done", None), ("done", None), ("diverged", 6)]
   for whole, part in zip(uninterrupted, resumed):
@@ -170,7 +170,7 @@ def test_batched_members_write_tensorboard_events(tmp_path):
   pytest.importorskip("clu")
   cache = str(tmp_path / "cache")
   dirs = [str(tmp_path / f"m{i}") for i in range(2)]
-  batched.train_batched([tiny(lr, cache) for lr in LRS[:2]], dirs)
+  train.train_batched([tiny(lr, cache) for lr in LRS[:2]], dirs)
   for d in dirs:
     assert [f for f in os.listdir(d) if f.startswith("events.out.tfevents")], os.listdir(d)
 
@@ -186,7 +186,7 @@ def test_sweep_resumes_a_batched_group_whose_member_diverged_before_a_preemption
   grid = sweep.with_extra_overrides(fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0"), {
       "train.steps": 8, "opt.warmup_steps": 1, "train.log_every": 1, "train.eval_every": 4,
       "train.ckpt_every": 4, "data.eval_batches": 1, "data.batch_size": 4, "model.seq_len": 16,
-      "data.source": "synthetic", "data.synthetic_vocab_size": 259})
+      "data.source": "synthetic", "data.synthetic.vocab_size": 259})
   only = r"lr1e-0[123]_qkln-on"
   record = loop.Member.record
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from configs import base
-from stability import train
+from stability import run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_bench_reports_every_row_and_the_summary_table(tmp_path):
   out = tmp_path / "bench"
-  cmd = [sys.executable, "-m", "stability.bench", "--sizes=d32-L1,d64-L2", "--batch=4",
+  cmd = [sys.executable, "-m", "stability.tools.bench", "--sizes=d32-L1,d64-L2", "--batch=4",
          "--seq_len=16", "--vocab=64", "--steps=2", "--grad_accum=2", "--members=2",
          "--torch=", f"--out={out}"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -38,7 +38,7 @@ def test_bench_reports_every_row_and_the_summary_table(tmp_path):
 def _config(grad_accum: int):
   c = base.get_config("size=d64-L2,data=synthetic,lr=3e-3")
   c.model.seq_len, c.model.dtype = 16, "float32"
-  c.data.batch_size, c.data.synthetic_vocab_size = 8, 97
+  c.data.batch_size, c.data.synthetic.vocab_size = 8, 97
   c.train.grad_accum, c.train.steps, c.opt.warmup_steps = grad_accum, 20, 2
   return c
 
@@ -47,9 +47,9 @@ def test_torch_reference_trains_like_the_jax_step():
   """Same weights, same batches: same first loss and the same losses over four AdamW steps
   (clip, independent decay, warm-up), with gradients accumulated over strided microbatches."""
   torch = pytest.importorskip("torch")  # the [bench] extra, not part of [dev]
-  from stability import torch_reference as ref
+  from stability.tools import torch_reference as ref
   config = _config(grad_accum=2)
-  run = train.Run(config, 97)
+  run = run_lib.Run([config], 97)
   state = run.init_state(0)
   m = config.model
   model = ref.Decoder(97, m.d_model, m.num_layers, m.num_heads, m.mlp_ratio,
@@ -67,7 +67,7 @@ def test_torch_reference_trains_like_the_jax_step():
   jax_losses, torch_losses = [], []
   for tokens in batches:
     state, metrics = run.train_step(state, run.global_batch(tokens), diagnose=False)
-    jax_losses.append(float(metrics["train_loss"] + metrics["z_loss"]))  # CE + z-loss, as torch
+    jax_losses.append(float(metrics["train_loss"][0] + metrics["z_loss"][0]))  # CE + z-loss, as torch
     torch_losses.append(float(torch_step(torch.from_numpy(tokens.astype(np.int64)))))
   assert len(set(jax_losses)) == 4  # the weights moved
   np.testing.assert_allclose(torch_losses, jax_losses, rtol=2e-5)
@@ -76,7 +76,7 @@ def test_torch_reference_trains_like_the_jax_step():
 def test_bench_times_the_torch_reference_in_a_process_of_its_own(tmp_path):
   pytest.importorskip("torch")  # the [bench] extra, not part of [dev]
   out = tmp_path / "bench"
-  cmd = [sys.executable, "-m", "stability.bench", "--sizes=d32-L1", "--batch=4", "--seq_len=16",
+  cmd = [sys.executable, "-m", "stability.tools.bench", "--sizes=d32-L1", "--batch=4", "--seq_len=16",
          "--vocab=64", "--steps=2", "--torch=eager", f"--out={out}"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]

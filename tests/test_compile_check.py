@@ -1,4 +1,4 @@
-"""`python -m stability.compile_check`: target parsing, exact state bytes, fit / no-fit verdicts.
+"""`python -m stability.tools.compile_check`: target parsing, exact state bytes, fit / no-fit verdicts.
 
 The compiles run on simulated CPU devices (the fallback); with libtpu installed, one more test
 compiles for a real TPU topology.
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from configs import base
-from stability import compile_check
+from stability.tools import compile_check
 from stability.model import Decoder, ModelConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GiB = 2**30
 TINY = ["--config.model.seq_len=32", "--config.data.batch_size=16",
-        "--config.data.synthetic_vocab_size=256", "--config.data.eval_batches=1"]
+        "--config.data.synthetic.vocab_size=256", "--config.data.eval_batches=1"]
 
 
 @pytest.mark.parametrize("name, devices, hosts, grid, hbm_gib", [
@@ -64,7 +64,7 @@ def run_check(tmp_path, *args, backend="cpu") -> tuple[int, str, dict]:
   env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
   result = subprocess.run(
-      [sys.executable, "-m", "stability.compile_check", f"--backend={backend}",
+      [sys.executable, "-m", "stability.tools.compile_check", f"--backend={backend}",
        f"--report={report}", *args], cwd=REPO, env=env, capture_output=True, text=True,
       timeout=300)
   data = json.loads(report.read_text()) if report.exists() else {}

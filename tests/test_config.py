@@ -1,10 +1,19 @@
 """Paper defaults, the size ladder, and every bad config refused with a message naming the field."""
 
+import os
+import re
+import subprocess
+import sys
+
 import ml_collections
 import pytest
 
-from configs import base, sizes
+from configs import base, grid
+from stability import sizes
+from stability import config_schema
 from stability import validation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_paper_defaults():
@@ -72,6 +81,43 @@ def test_unknown_field_is_refused():
   c.opt.learning_rate = 0.1  # a typo of peak_lr
   with pytest.raises(validation.ConfigError, match="config.opt.learning_rate .*peak_lr"):
     validation.check_known_fields(c, base.get_config())
+  c = base.get_config()
+  c.data.tokens.paht = "x"  # a typo inside a source's group
+  with pytest.raises(validation.ConfigError, match="config.data.tokens.paht .*eval_path, path"):
+    validation.validate(c)
+
+
+def test_schema_is_the_library_default_and_groups_data_by_source():
+  assert base.get_config().to_dict() == config_schema.default_config().to_dict()
+  data = config_schema.default_config().data
+  shared = {"source", "batch_size", "seed", "eval_batches", "eval_batch_size", "eval_fraction"}
+  assert set(data.keys()) == shared | {"c4", "text", "embedded", "tokens", "synthetic"}
+  assert (data.c4.vocab_extra_ids, data.synthetic.vocab_size, data.tokens.eos_id) == (
+      100, 32101, -1)
+  assert data.text.vocab_path == data.c4.vocab_path  # as before, when text shared the field
+
+
+@pytest.mark.parametrize("old,new", [
+    ("tokens_path", "data.tokens.path"), ("synthetic_vocab_size", "data.synthetic.vocab_size"),
+    ("text_vocab", "data.text.vocab"), ("vocab_path", "data.c4.vocab_path"),
+    ("cache_dir", "data.embedded.cache_dir"), ("eval_tokens_path", "data.tokens.eval_path")])
+def test_old_flat_data_field_is_refused_naming_the_new_one(old, new):
+  c = base.get_config()
+  c.data[old] = "x"
+  with pytest.raises(validation.ConfigError, match=rf"data\.{old} is now {re.escape(new)}"):
+    validation.validate(c)
+  with pytest.raises(ValueError, match=rf"data\.{old} is now {re.escape(new)}"):
+    grid.apply_overrides(base.get_config(), {f"data.{old}": "x"})
+
+
+def test_old_flat_data_field_on_the_command_line_is_refused(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "stability.main", "--config=configs/base.py:data=tokens",
+       f"--workdir={tmp_path / 'run'}", "--config.data.tokens_path=x.npy"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "data.tokens_path is now data.tokens.path" in result.stderr, result.stderr[-2000:]
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("arg,match", [

@@ -14,17 +14,22 @@ import pytest
 from configs import base
 from stability import data
 from stability import data_common
+from stability import data_source
 from stability import embedded_corpus
-from stability import tokenize
 from stability.data_common import DataError
+from stability.tools import tokenize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ_LEN = 32
 
 
 def make_cfg(source: str, **fields):
+  """The data config of `source`; a field it shares with every source is set on `data`, any
+  other on the source's own group `data.<source>`."""
   cfg = base.get_config(f"data={source}").data
-  cfg.update({**dict(batch_size=8, eval_batches=2, eval_batch_size=0, seed=0), **fields})
+  cfg.update(dict(batch_size=8, eval_batches=2, eval_batch_size=0, seed=0))
+  for name, value in fields.items():
+    (cfg if name in cfg else cfg[source])[name] = value
   return cfg
 
 
@@ -62,8 +67,8 @@ def tokens_file(tmp_path) -> tuple[str, np.ndarray]:
 
 def source_cfg(source: str, embedded_cache: str, tokens_path: str, **fields):
   paths = {"embedded": dict(cache_dir=embedded_cache),
-           "tokens": dict(tokens_path=tokens_path, eval_fraction=0.1),
-           "synthetic": dict(synthetic_vocab_size=101)}[source]
+           "tokens": dict(path=tokens_path, eval_fraction=0.1),
+           "synthetic": dict(vocab_size=101)}[source]
   return make_cfg(source, **paths, **fields)
 
 
@@ -94,7 +99,7 @@ def test_tokens_epoch_is_a_permutation_of_rows_cut_at_fixed_offsets(tokens_file)
   path, stream = tokens_file
   row_len = SEQ_LEN + 1
   num_rows = len(stream) // row_len
-  cfg = make_cfg("tokens", tokens_path=path, eval_fraction=0.0, batch_size=num_rows)
+  cfg = make_cfg("tokens", path=path, eval_fraction=0.0, batch_size=num_rows)
   epoch0, epoch1 = take(data.make_train_iterator(cfg, SEQ_LEN), 2)
   rows = stream[:num_rows * row_len].reshape(num_rows, row_len)
   index_of = {row.tobytes(): i for i, row in enumerate(rows.astype(np.int32))}
@@ -155,9 +160,9 @@ def test_restored_iterator_continues_exactly(source, embedded_cache, tokens_file
 
 
 def test_state_from_another_data_config_is_refused(tokens_file):
-  state = data.make_train_iterator(make_cfg("tokens", tokens_path=tokens_file[0]),
+  state = data.make_train_iterator(make_cfg("tokens", path=tokens_file[0]),
                                    SEQ_LEN).get_state()
-  other = data.make_train_iterator(make_cfg("tokens", tokens_path=tokens_file[0], seed=3),
+  other = data.make_train_iterator(make_cfg("tokens", path=tokens_file[0], seed=3),
                                    SEQ_LEN)
   with pytest.raises(DataError, match="seed"):
     other.set_state(state)
@@ -198,12 +203,40 @@ def test_tokens_eval_is_the_held_out_tail(tokens_file):
   path, stream = tokens_file
   row_len = SEQ_LEN + 1
   num_rows = len(stream) // row_len
-  cfg = make_cfg("tokens", tokens_path=path, eval_fraction=0.1, eval_batch_size=4)
+  cfg = make_cfg("tokens", path=path, eval_fraction=0.1, eval_batch_size=4)
   num_eval = int(np.ceil(num_rows * 0.1))
   tail = stream[(num_rows - num_eval) * row_len:num_rows * row_len].reshape(-1, row_len)
   np.testing.assert_array_equal(np.concatenate(data.make_eval_batches(cfg, SEQ_LEN)), tail[:8])
   train = np.concatenate(take(data.make_train_iterator(cfg, SEQ_LEN), 40))
   assert not {r.tobytes() for r in train} & {r.tobytes() for r in tail.astype(np.int32)}
+
+
+# --- sources and validation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_each_source_says_its_vocabulary_and_eos(source, embedded_cache, tokens_file):
+  expected = {"embedded": (259, 1), "tokens": (int(tokens_file[1].max()) + 1, 1),
+              "synthetic": (101, 1)}[source]
+  source_obj = data.source_for(source_cfg(source, embedded_cache, tokens_file[0]))
+  assert isinstance(source_obj, data.SOURCES[source]) and source_obj.name == source
+  assert (source_obj.vocab_size, source_obj.eos_id) == expected
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_iterators_and_eval_batches_do_not_validate_again(source, embedded_cache, tokens_file,
+                                                          monkeypatch):
+  calls = []
+  validate = data_source.Source.validate
+  monkeypatch.setattr(data_source.Source, "validate",
+                      lambda self, *args: calls.append(self.name) or validate(self, *args))
+  cfg = source_cfg(source, embedded_cache, tokens_file[0])
+  checked = data.validate(cfg, SEQ_LEN, process_count=2)
+  assert calls == [source] and isinstance(checked, data.SOURCES[source])
+  for given in (checked, cfg):  # the checked source, or the config itself
+    next(data.make_train_iterator(given, SEQ_LEN, process_index=1, process_count=2))
+    assert data.make_eval_batches(given, SEQ_LEN, process_index=1, process_count=2)
+  assert calls == [source]
 
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -212,18 +245,18 @@ def test_tokens_eval_is_the_held_out_tail(tokens_file):
 def test_vocab_sizes_and_eos(tokens_file, tmp_path):
   assert data.vocab_size(make_cfg("embedded")) == 259
   assert data.eos_id(make_cfg("embedded")) == 1
-  assert data.vocab_size(make_cfg("synthetic", synthetic_vocab_size=77)) == 77
+  assert data.vocab_size(make_cfg("synthetic", vocab_size=77)) == 77
   path, stream = tokens_file
-  assert data.vocab_size(make_cfg("tokens", tokens_path=path)) == int(stream.max()) + 1
-  assert data.vocab_size(make_cfg("tokens", tokens_path=path, tokens_vocab_size=300)) == 300
+  assert data.vocab_size(make_cfg("tokens", path=path)) == int(stream.max()) + 1
+  assert data.vocab_size(make_cfg("tokens", path=path, vocab_size=300)) == 300
   with open(path + ".json", "w") as f:
     json.dump({"vocab_size": 512, "eos_id": 2}, f)
-  assert data.vocab_size(make_cfg("tokens", tokens_path=path)) == 512
-  assert data.eos_id(make_cfg("tokens", tokens_path=path)) == 2
+  assert data.vocab_size(make_cfg("tokens", path=path)) == 512
+  assert data.eos_id(make_cfg("tokens", path=path)) == 2
 
 
 def test_synthetic_batches_cover_the_vocab():
-  batch = next(data.make_train_iterator(make_cfg("synthetic", synthetic_vocab_size=50), SEQ_LEN))
+  batch = next(data.make_train_iterator(make_cfg("synthetic", vocab_size=50), SEQ_LEN))
   assert batch.dtype == np.int32 and batch.min() >= 0 and batch.max() < 50
   assert len(np.unique(batch)) == 50
 
@@ -274,9 +307,10 @@ def test_cache_dir_comes_from_config_then_environment(tmp_path, monkeypatch):
 def test_tokenize_cli_writes_the_embedded_stream(embedded_cache, tmp_path):
   out = tmp_path / "val.bin"
   subprocess.run(
-      [sys.executable, "-m", "stability.tokenize", "--config=configs/base.py:data=embedded",
-       f"--config.data.cache_dir={embedded_cache}", f"--output={out}", "--split=validation",
-       "--max_tokens=5000"], cwd=REPO, check=True, capture_output=True, timeout=120)
+      [sys.executable, "-m", "stability.tools.tokenize", "--config=configs/base.py:data=embedded",
+       f"--config.data.embedded.cache_dir={embedded_cache}", f"--output={out}",
+       "--split=validation", "--max_tokens=5000"],
+      cwd=REPO, check=True, capture_output=True, timeout=120)
   expected = embedded_corpus.token_arrays(embedded_cache, 0.01)["validation"][:5000]
   np.testing.assert_array_equal(np.fromfile(out, np.uint16), expected)
   assert json.loads((tmp_path / "val.bin.json").read_text())["vocab_size"] == 259
@@ -286,8 +320,8 @@ def test_tokens_file_from_tokenize_serves_the_embedded_batches(embedded_cache, t
   embedded = make_cfg("embedded", cache_dir=embedded_cache)
   for split in ("train", "validation"):
     tokenize.write_token_file(embedded, str(tmp_path / f"{split}.npy"), split)
-  tokens = make_cfg("tokens", tokens_path=str(tmp_path / "train.npy"),
-                    eval_tokens_path=str(tmp_path / "validation.npy"))
+  tokens = make_cfg("tokens", path=str(tmp_path / "train.npy"),
+                    eval_path=str(tmp_path / "validation.npy"))
   for make in (lambda c: take(data.make_train_iterator(c, SEQ_LEN), 3),
                lambda c: data.make_eval_batches(c, SEQ_LEN)):
     np.testing.assert_array_equal(np.stack(make(tokens)), np.stack(make(embedded)))
@@ -300,6 +334,8 @@ def test_tokens_file_from_tokenize_serves_the_embedded_batches(embedded_cache, t
 def test_unknown_source_lists_the_allowed_ones():
   with pytest.raises(DataError, match="c4, text, embedded, tokens, synthetic"):
     data.validate(make_cfg("bogus"), SEQ_LEN)
+  with pytest.raises(DataError, match="unknown data.source 'bogus'; allowed: c4, text, embedded"):
+    data.source_for(make_cfg("bogus"))
 
 
 def test_batch_not_divisible_by_hosts():
@@ -311,24 +347,24 @@ def test_batch_not_divisible_by_hosts():
 
 
 def test_tokens_bad_files(tmp_path):
-  missing = make_cfg("tokens", tokens_path=str(tmp_path / "nope.npy"))
-  with pytest.raises(DataError, match="does not exist.*stability.tokenize"):
+  missing = make_cfg("tokens", path=str(tmp_path / "nope.npy"))
+  with pytest.raises(DataError, match="does not exist.*stability.tools.tokenize"):
     data.validate(missing, SEQ_LEN)
-  with pytest.raises(DataError, match="needs --config.data.tokens_path"):
+  with pytest.raises(DataError, match="needs --config.data.tokens.path"):
     data.validate(make_cfg("tokens"), SEQ_LEN)
   (tmp_path / "empty.bin").write_bytes(b"")
   with pytest.raises(DataError, match="empty"):
-    data.validate(make_cfg("tokens", tokens_path=str(tmp_path / "empty.bin")), SEQ_LEN)
+    data.validate(make_cfg("tokens", path=str(tmp_path / "empty.bin")), SEQ_LEN)
   (tmp_path / "odd.bin").write_bytes(b"abc")
-  with pytest.raises(DataError, match="tokens_dtype"):
-    data.validate(make_cfg("tokens", tokens_path=str(tmp_path / "odd.bin")), SEQ_LEN)
+  with pytest.raises(DataError, match="tokens.dtype"):
+    data.validate(make_cfg("tokens", path=str(tmp_path / "odd.bin")), SEQ_LEN)
   np.save(tmp_path / "short.npy", np.arange(10, dtype=np.uint16))
   with pytest.raises(DataError, match="fewer than one row"):
-    data.validate(make_cfg("tokens", tokens_path=str(tmp_path / "short.npy")), SEQ_LEN)
+    data.validate(make_cfg("tokens", path=str(tmp_path / "short.npy")), SEQ_LEN)
 
 
 def test_no_held_out_data_says_how_to_get_some(tokens_file):
-  cfg = make_cfg("tokens", tokens_path=tokens_file[0], eval_fraction=0.0)
+  cfg = make_cfg("tokens", path=tokens_file[0], eval_fraction=0.0)
   with pytest.raises(DataError, match="eval_fraction"):
     data.make_eval_batches(cfg, SEQ_LEN)
 
@@ -347,7 +383,7 @@ class BlockTensorFlow:
 
 sys.meta_path.insert(0, BlockTensorFlow())
 from configs import base
-from stability import data, tokenize
+from stability import data
 from stability.data_common import DataError
 
 def cfg(source, **fields):
@@ -355,8 +391,8 @@ def cfg(source, **fields):
   c.update(dict(batch_size=4, eval_batches=1, **fields))
   return c
 
-for c in (cfg("embedded", cache_dir=sys.argv[1]), cfg("tokens", tokens_path=sys.argv[2]),
-          cfg("synthetic")):
+for c in (cfg("embedded", embedded=dict(cache_dir=sys.argv[1])),
+          cfg("tokens", tokens=dict(path=sys.argv[2])), cfg("synthetic")):
   batch = next(data.make_train_iterator(c, 16))
   assert batch.shape == (4, 17), batch.shape
   assert len(data.make_eval_batches(c, 16)) == 1

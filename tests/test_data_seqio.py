@@ -15,8 +15,9 @@ import pytest
 from configs import base
 from stability import data
 from stability import data_common
-from stability import tokenize
+from stability import data_seqio
 from stability.data_common import DataError
+from stability.tools import tokenize
 
 tf = pytest.importorskip("tensorflow")
 seqio = pytest.importorskip("seqio")
@@ -29,8 +30,12 @@ C4 = "c4/en:3.1.0"
 
 
 def make_cfg(source: str, **fields):
+  """The data config of `source`; a field it shares with every source is set on `data`, any
+  other on the source's own group `data.<source>`."""
   cfg = base.get_config(f"data={source}").data
-  cfg.update({**dict(batch_size=4, eval_batches=2, eval_batch_size=0, seed=0), **fields})
+  cfg.update(dict(batch_size=4, eval_batches=2, eval_batch_size=0, seed=0))
+  for name, value in fields.items():
+    (cfg if name in cfg else cfg[source])[name] = value
   return cfg
 
 
@@ -100,6 +105,8 @@ def text_corpus(tmp_path) -> tuple[str, list[str]]:
 def test_text_rows_pack_the_lines_and_hold_out_by_index(text_corpus):
   paths, lines = text_corpus
   cfg = make_cfg("text", paths=paths, eval_fraction=0.2, eval_batch_size=2)
+  source = data.source_for(cfg)
+  assert (source.vocab_size, source.eos_id, source.known_vocab_size) == (259, 1, 259)
   held_out = [line for i, line in enumerate(lines) if data_common.is_heldout(i, 0.2)]
   train_lines = {line for line in lines if line not in held_out}
   batches = np.concatenate(take(data.make_train_iterator(cfg, TEXT_SEQ_LEN), 20))
@@ -135,9 +142,13 @@ def test_text_documents_per_file_with_sentencepiece(tmp_path, sp_model):
   for i, doc in enumerate(TRAIN_DOCS):
     (tmp_path / f"doc{i:03d}.txt").write_text(doc, encoding="utf-8")
   cfg = make_cfg("text", paths=str(tmp_path / "doc*.txt"), doc_per="file",
-                 text_vocab="sentencepiece", vocab_path=sp_model, vocab_extra_ids=0,
+                 vocab="sentencepiece", vocab_path=sp_model, vocab_extra_ids=0,
                  eval_fraction=0.0)
-  assert data.vocab_size(cfg) == spm.SentencePieceProcessor(model_file=sp_model).vocab_size()
+  processor = spm.SentencePieceProcessor(model_file=sp_model)
+  source = data.source_for(cfg)
+  assert isinstance(source, data_seqio.TextSource)
+  assert (source.vocab_size, source.eos_id) == (processor.vocab_size(), processor.eos_id())
+  assert source.known_vocab_size is None
   assert data.vocab_size(dict_update(cfg, vocab_extra_ids=100)) == data.vocab_size(cfg) + 100
   batches = np.concatenate(take(data.make_train_iterator(cfg, SEQ_LEN), 10))
   encoded = {tuple(sp_encode(sp_model, doc)) for doc in TRAIN_DOCS}
@@ -147,14 +158,14 @@ def test_text_documents_per_file_with_sentencepiece(tmp_path, sp_model):
 
 def dict_update(cfg, **fields):
   cfg = cfg.copy_and_resolve_references()
-  cfg.update(fields)
+  cfg[cfg.source].update(fields)
   return cfg
 
 
 def test_text_bad_inputs(tmp_path, sp_model):
   with pytest.raises(DataError, match="matches no files"):
     data.validate(make_cfg("text", paths=str(tmp_path / "none*.txt")), SEQ_LEN)
-  with pytest.raises(DataError, match="needs --config.data.paths"):
+  with pytest.raises(DataError, match="needs --config.data.text.paths"):
     data.validate(make_cfg("text", paths=""), SEQ_LEN)
   (tmp_path / "blank.txt").write_text("\n  \n\n")
   with pytest.raises(DataError, match="corpus is empty"):
@@ -162,14 +173,14 @@ def test_text_bad_inputs(tmp_path, sp_model):
   (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
   with pytest.raises(DataError, match=r"latin1.txt is not valid UTF-8 \(byte 3"):
     data.make_train_iterator(make_cfg("text", paths=str(tmp_path / "*.txt")), SEQ_LEN)
-  with pytest.raises(DataError, match="doc_per"):
+  with pytest.raises(DataError, match="data.text.doc_per='page'"):
     data.validate(make_cfg("text", paths=str(tmp_path / "blank.txt"), doc_per="page"), SEQ_LEN)
   (tmp_path / "bad.model").write_bytes(b"this is not a sentencepiece model")
   for vocab, message in [("missing.model", "cannot read the vocabulary"),
                          ("bad.model", "not a loadable SentencePiece model")]:
-    cfg = make_cfg("text", paths=str(tmp_path / "blank.txt"), text_vocab="sentencepiece",
+    cfg = make_cfg("text", paths=str(tmp_path / "blank.txt"), vocab="sentencepiece",
                    vocab_path=str(tmp_path / vocab))
-    with pytest.raises(DataError, match=f"{message}.*--config.data.vocab_path"):
+    with pytest.raises(DataError, match=f"{message}.*--config.data.text.vocab_path"):
       data.validate(cfg, SEQ_LEN)
 
 
@@ -200,7 +211,10 @@ def test_c4_end_to_end_on_mock_data(mock_c4, sp_model, tmp_path):
   del mock_c4
   cfg = make_cfg("c4", vocab_path=sp_model, vocab_extra_ids=0,
                  tfds_data_dir=str(tmp_path / "tfds"))
-  data.validate(cfg, SEQ_LEN)
+  source = data.validate(cfg, SEQ_LEN)
+  assert isinstance(source, data_seqio.C4Source)
+  pieces = spm.SentencePieceProcessor(model_file=sp_model).vocab_size()
+  assert (source.vocab_size, source.eos_id) == (pieces, 1) and source.known_vocab_size is None
   eos = data.eos_id(cfg)
   iterator = data.make_train_iterator(cfg, SEQ_LEN)
   batches = take(iterator, 6)
@@ -245,7 +259,7 @@ def test_c4_end_to_end_on_mock_data(mock_c4, sp_model, tmp_path):
 def test_c4_not_prepared_names_the_build_command(sp_model, tmp_path):
   cfg = make_cfg("c4", vocab_path=sp_model, tfds_data_dir=str(tmp_path / "empty"))
   with pytest.raises(DataError, match=r"not prepared.*tfds build c4/en --data_dir=.*"
-                     r"--config.data.tfds_data_dir"):
+                     r"--config.data.c4.tfds_data_dir"):
     data.validate(cfg, SEQ_LEN)
   with pytest.raises(DataError, match="not prepared"):
     next(data.make_train_iterator(cfg, SEQ_LEN))
@@ -256,5 +270,5 @@ def test_c4_missing_or_bad_vocabulary(tmp_path):
   (tmp_path / "bad.model").write_bytes(b"\x00\x01 not a model")
   for vocab, message in [("missing.model", "cannot read"), ("bad.model", "not a loadable")]:
     cfg = make_cfg("c4", vocab_path=str(tmp_path / vocab), tfds_data_dir=str(tmp_path))
-    with pytest.raises(DataError, match=f"{message}.*--config.data.vocab_path"):
+    with pytest.raises(DataError, match=f"{message}.*--config.data.c4.vocab_path"):
       data.validate(cfg, SEQ_LEN)

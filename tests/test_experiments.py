@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 
 from analysis import sensitivity as sensitivity_lib
-from configs import fig1_qk_layernorm, grid, sizes
+from configs import fig1_qk_layernorm, grid
+from stability import sizes
 from launch import sweep
 from stability import embedded_corpus
-from stability import results
+from stability import result_format as results
 from stability import train
 from stability import validation
 
@@ -419,7 +420,7 @@ def test_cpu_point_trains(name, extra, arm, embedded_cache, tmp_path):
   assert candidates, f"no arm {arm!r} in {g.experiment}"
   point = min(candidates, key=lambda p: (sizes.non_embedding_params(p.size), p.lr))
   config = grid.config_for(point, "cpu")
-  grid.apply_overrides(config, {**TINY, "data.cache_dir": embedded_cache})
+  grid.apply_overrides(config, {**TINY, "data.embedded.cache_dir": embedded_cache})
   summary = train.train_and_evaluate(config, str(tmp_path / point.name))
   assert summary["status"] in results.FINISHED, summary
   rows = (tmp_path / point.name / "metrics.jsonl").read_text().splitlines()

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import sizes
+from stability import sizes
 from stability import diagnostics, flops
 from stability import model as model_lib
 from stability.model import Decoder, ModelConfig

@@ -28,7 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 8
 FLAGS = {
     "model.seq_len": 32, "model.dtype": "float32", "data.batch_size": 8, "data.eval_batches": 2,
-    "data.synthetic_vocab_size": 256, "train.steps": STEPS, "opt.warmup_steps": 2,
+    "data.synthetic.vocab_size": 256, "train.steps": STEPS, "opt.warmup_steps": 2,
     "train.log_every": 1, "train.eval_every": 4, "train.ckpt_every": 4, "train.keep_ckpts": 3,
     "mesh.data": 1, "mesh.fsdp": -1,
 }
@@ -175,7 +175,7 @@ def test_each_host_reads_its_rows_of_every_global_batch(tmp_path):
   for source in ("synthetic", "embedded"):
     config = base.get_config(f"size=d64-L2,data={source}")
     config.data.batch_size, config.data.eval_batches = 8, 2
-    config.data.synthetic_vocab_size, config.data.cache_dir = 256, str(tmp_path / "cache")
+    config.data.synthetic.vocab_size, config.data.embedded.cache_dir = 256, str(tmp_path / "cache")
     single = data_lib.make_train_iterator(config.data, 32)
     hosts = [data_lib.make_train_iterator(config.data, 32, process_index=p, process_count=2)
              for p in range(2)]

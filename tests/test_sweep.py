@@ -16,7 +16,7 @@ from launch import sweep
 
 TINY = ["train.steps=6", "opt.warmup_steps=1", "train.log_every=2", "train.eval_every=6",
         "train.ckpt_every=2", "data.eval_batches=1", "data.batch_size=4", "model.seq_len=16",
-        "data.source=synthetic", "data.synthetic_vocab_size=64"]
+        "data.source=synthetic", "data.synthetic.vocab_size=64"]
 EXPERIMENT = "configs/fig1_qk_layernorm.py:scale=cpu,sizes=d64-L2,seeds=0"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

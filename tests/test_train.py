@@ -25,7 +25,9 @@ import pytest
 from analysis import results as analysis_results
 from configs import base
 from stability import data as data_lib
-from stability import results
+from stability import data_source
+from stability import run as run_lib
+from stability import run_files
 from stability import train
 from stability import validation
 from tests import reference
@@ -35,7 +37,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = 259  # the embedded corpus's byte vocabulary: synthetic runs share its programs
 TINY = {
     "model.seq_len": 32, "model.dtype": "float32", "data.batch_size": 8,
-    "data.eval_batches": 2, "data.synthetic_vocab_size": VOCAB, "train.steps": 10,
+    "data.eval_batches": 2, "data.synthetic.vocab_size": VOCAB, "train.steps": 10,
     "opt.warmup_steps": 2, "train.log_every": 1, "train.eval_every": 5, "train.ckpt_every": 5,
 }
 # Most tests share this config: one uninterrupted run is the reference of resume and preemption,
@@ -50,8 +52,11 @@ def tiny_config(overrides=None, *, size="d64-L2", source="synthetic"):
   """A base config with the TINY settings, then `overrides` ({"group.field": value})."""
   config = base.get_config(f"size={size},data={source}")
   for key, value in {**TINY, **(overrides or {})}.items():
-    group, field = key.split(".")
-    config[group][field] = value
+    *groups, field = key.split(".")
+    node = config
+    for group in groups:
+      node = node[group]
+    node[field] = value
   return config
 
 
@@ -75,17 +80,17 @@ def child_env(devices=1, **extra):
 # Runs stability.main in this process after installing a test hook (throttle or self-SIGKILL).
 _HOOKED_MAIN = textwrap.dedent("""
     import os, runpy, signal, sys, time
-    from stability import results, train
+    from stability import run as run_lib, run_files
     hook = os.environ.get("TEST_HOOK", "")
     if hook == "throttle":  # 0.1 s per step, so that a signal surely lands mid-run
-      step = train.Run.train_step
+      step = run_lib.Run.train_step
       def slow_step(self, *a, **kw):
         time.sleep(0.1)
         return step(self, *a, **kw)
-      train.Run.train_step = slow_step
+      run_lib.Run.train_step = slow_step
     elif hook.startswith("kill_at="):  # SIGKILL once row k is written and ckpt c is on disk
       kill_step, ckpt_step = map(int, hook[len("kill_at="):].split(","))
-      append = results.RunFiles.append_metrics
+      append = run_files.RunFiles.append_metrics
       def append_then_kill(self, row):
         append(self, row)
         if row["step"] == kill_step:
@@ -94,7 +99,7 @@ _HOOKED_MAIN = textwrap.dedent("""
             assert time.time() < deadline, "checkpoint never appeared"
             time.sleep(0.01)
           os.kill(os.getpid(), signal.SIGKILL)
-      results.RunFiles.append_metrics = append_then_kill
+      run_files.RunFiles.append_metrics = append_then_kill
     sys.argv = ["stability.main", *sys.argv[1:]]
     runpy.run_module("stability.main", run_name="__main__", alter_sys=True)
 """)
@@ -139,7 +144,7 @@ _SHARDED_RUNS = textwrap.dedent("""
     import json, sys
     import jax
     from tests.test_train import tiny_config, SHARD_SIZE, VOCAB
-    from stability import train
+    from stability import run as run_lib, train
     assert jax.device_count() == 8, jax.devices()
     overrides, workdir = json.loads(sys.argv[1]), sys.argv[2]
     out = {}
@@ -147,7 +152,7 @@ _SHARDED_RUNS = textwrap.dedent("""
       mesh = {"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor}
       config = tiny_config({**overrides, **mesh}, size=SHARD_SIZE)
       name = f"{data}x{fsdp}x{tensor}"
-      run = train.Run(config, VOCAB)
+      run = run_lib.Run([config], VOCAB)
       state = run.init_state(0)
       mu = state.opt_state[1].mu
       out[name] = {}
@@ -246,7 +251,7 @@ def test_killed_before_final_summary_finishes_on_rerun(tmp_path, uninterrupted, 
   calls the run running (a kill there used to leave the run "running" for ever)."""
   config = tiny_config({**RESUME, "train.ckpt_every": ckpt_every})
   workdir = tmp_path / "run"
-  write_summary = results.RunFiles.write_summary
+  write_summary = run_files.RunFiles.write_summary
 
   def die_when_done(self, summary):
     if summary["status"] == "done":
@@ -254,7 +259,7 @@ def test_killed_before_final_summary_finishes_on_rerun(tmp_path, uninterrupted, 
     write_summary(self, summary)
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(results.RunFiles, "write_summary", die_when_done)
+    patch.setattr(run_files.RunFiles, "write_summary", die_when_done)
     with pytest.raises(_Killed):
       train.train_and_evaluate(config, str(workdir))
   assert [r["step"] for r in read_jsonl(workdir / "eval.jsonl")][-1] == 20
@@ -404,14 +409,14 @@ GOLDEN = {  # the RESUME config (d64-L2, synthetic, seed 0, float32): the first 
 
 @pytest.fixture(scope="module")
 def step0():
-  """(config, run, params before, batch, metrics) of step 0 with diagnostics, through train.Run."""
+  """(config, run, params before, batch, metrics) of step 0 with diagnostics, through run.Run."""
   config = tiny_config(RESUME)
-  run = train.Run(config, VOCAB)
+  run = run_lib.Run([config], VOCAB)
   state = run.init_state(config.train.seed)
   params = jax.tree_util.tree_map(lambda x: np.array(x, copy=True), state.params)
   batch = next(data_lib.make_train_iterator(config.data, config.model.seq_len))
   _, metrics = run.train_step(state, run.global_batch(batch), diagnose=True)
-  return config, run, params, batch, {k: float(v) for k, v in jax.device_get(metrics).items()}
+  return config, run, params, batch, {k: float(v[0]) for k, v in jax.device_get(metrics).items()}
 
 
 def test_golden_first_step(step0):
@@ -483,13 +488,13 @@ def test_diagnostics_match_independent_computation(step0):
 
 def trajectory(config, steps=5):
   """Metrics of the first `steps` steps (with diagnostics) and the params after them."""
-  run = train.Run(config, VOCAB)
+  run = run_lib.Run([config], VOCAB)
   state = run.init_state(config.train.seed)
   batches = data_lib.make_train_iterator(config.data, config.model.seq_len)
   rows = []
   for _ in range(steps):
     state, metrics = run.train_step(state, run.global_batch(next(batches)), diagnose=True)
-    rows.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    rows.append({k: float(v[0]) for k, v in jax.device_get(metrics).items()})
   return rows, jax.device_get(state.params)
 
 
@@ -515,11 +520,21 @@ def test_grad_accumulation_matches_one_big_batch():
 # --- 8. the command line -------------------------------------------------------------------
 
 
+def test_data_config_is_validated_once(tmp_path, monkeypatch):
+  """train_and_evaluate checks the data config once; the iterator and eval batches trust it."""
+  calls = []
+  validate = data_source.Source.validate
+  monkeypatch.setattr(data_source.Source, "validate",
+                      lambda self, *args: calls.append(self.name) or validate(self, *args))
+  summary = train.train_and_evaluate(tiny_config(), str(tmp_path / "run"))
+  assert summary["status"] == "done" and calls == ["synthetic"]
+
+
 @pytest.mark.slow
 def test_main_on_embedded_corpus(tmp_path, cache_dir):
   """The README's command on the embedded corpus: exit 0 and a complete result folder."""
   workdir = tmp_path / "run"
-  args = main_args(workdir, {**RESUME, "data.cache_dir": cache_dir}, source="embedded")
+  args = main_args(workdir, {**RESUME, "data.embedded.cache_dir": cache_dir}, source="embedded")
   proc = subprocess.run([sys.executable, "-m", "stability.main", *args], env=child_env(),
                         cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,1 @@
+"""Tools around the training core: benchmarks, compile checks, a PyTorch reference, tokenizing."""
