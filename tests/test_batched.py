@@ -11,6 +11,8 @@ from stability.validation import ConfigError
 
 LRS = (1e-3, 3e-2, 1e4)  # the last one diverges
 
+pytestmark = pytest.mark.slow  # every test here trains
+
 
 def tiny(lr: float, tmp_cache: str, **kw):
   c = base.get_config(f"size=d64-L2,lr={lr},data=synthetic")

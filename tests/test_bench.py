@@ -15,6 +15,7 @@ from stability import run as run_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_bench_reports_every_row_and_the_summary_table(tmp_path):
   out = tmp_path / "bench"
   cmd = [sys.executable, "-m", "stability.tools.bench", "--sizes=d32-L1,d64-L2", "--batch=4",

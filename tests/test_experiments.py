@@ -414,6 +414,7 @@ def test_every_experiment_has_a_cpu_run():
 
 
 @pytest.mark.parametrize(("name", "extra", "arm"), RUNS)
+@pytest.mark.slow
 def test_cpu_point_trains(name, extra, arm, embedded_cache, tmp_path):
   g = get_grid(name, extra, "cpu")
   candidates = [p for p in g.points if arm is None or p.arm == arm]

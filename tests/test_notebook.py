@@ -166,6 +166,7 @@ def test_committed_notebook_is_clean_and_parameterized():
   assert set(FIGURE_CELLS) <= {c.get("id") for c in code_cells}
 
 
+@pytest.mark.slow
 def test_notebook_draws_every_figure_of_a_full_sweep(tmp_path, jupyter_env):
   sweep = full_sweep(tmp_path / "sweep")
   out = tmp_path / "figures"
@@ -191,6 +192,7 @@ def test_notebook_draws_every_figure_of_a_full_sweep(tmp_path, jupyter_env):
   assert "wrote 21 files" in text(cells["written"])  # 10 figures × (png, svg) + the CSV
 
 
+@pytest.mark.slow
 def test_notebook_skips_with_notes_on_a_degenerate_sweep(tmp_path, jupyter_env):
   cells = execute(jupyter_env, degenerate_sweep(tmp_path / "sweep"))
 
@@ -209,6 +211,7 @@ def test_notebook_skips_with_notes_on_a_degenerate_sweep(tmp_path, jupyter_env):
   assert "nothing written" in text(cells["written"])
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_a_missing_folder(tmp_path, jupyter_env):
   cells = execute(jupyter_env, tmp_path / "no-such-sweep")
 
@@ -217,6 +220,7 @@ def test_notebook_runs_on_a_missing_folder(tmp_path, jupyter_env):
   assert sum(images(cell) for cell in cells.values()) == 0
 
 
+@pytest.mark.slow
 def test_notebook_reads_the_committed_reference_runs(jupyter_env):
   """The reference results of `make reproduce` (reference/cpu/) open like any sweep."""
   cells = execute(jupyter_env, REPO / "reference" / "cpu" / "fig1_qk_layernorm")

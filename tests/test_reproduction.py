@@ -115,6 +115,7 @@ def test_only_selects_by_prefix_and_refuses_unknown_names():
     reproduce.select(grids, "fig99")
 
 
+@pytest.mark.slow
 def test_redraw_without_training_writes_the_page_and_figures(tmp_path, in_repo):
   ref = tmp_path / "ref"
   shutil.copytree(os.path.join(REFERENCE, "fig1_qk_layernorm"), ref / "fig1_qk_layernorm")

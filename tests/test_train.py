@@ -244,6 +244,7 @@ class _Killed(BaseException):
 
 
 @pytest.mark.parametrize("ckpt_every", [5, 8], ids=["end_saved_in_loop", "end_saved_after"])
+@pytest.mark.slow
 def test_killed_before_final_summary_finishes_on_rerun(tmp_path, uninterrupted, ckpt_every):
   """Killed after the final eval row but before summary.json says done: the rerun finishes with
   one eval row per step (it used to append the final eval a second time). When step 20 is no
@@ -269,6 +270,7 @@ def test_killed_before_final_summary_finishes_on_rerun(tmp_path, uninterrupted, 
   assert_same_run(workdir, uninterrupted)  # checkpoint steps do not change the training
 
 
+@pytest.mark.slow
 def test_checkpoint_of_the_earlier_loop_format_resumes(tmp_path, uninterrupted):
   """Checkpoints written before single runs and batched sweeps shared one loop kept the loop's
   bookkeeping as {init_eval_loss, over_margin, wall_s}: such a run still resumes exactly."""
@@ -372,6 +374,7 @@ def test_divergence_step_is_the_first_over_margin_log(tmp_path):
   assert rows[-1]["step"] == over[0]
 
 
+@pytest.mark.slow
 def test_finished_run_returns_at_once_and_changed_config_is_refused(tmp_path, uninterrupted):
   """A done run returns its summary and writes nothing; another config: ConfigError, no writes."""
   workdir = tmp_path / "run"
@@ -498,6 +501,7 @@ def trajectory(config, steps=5):
   return rows, jax.device_get(state.params)
 
 
+@pytest.mark.slow
 def test_grad_accumulation_matches_one_big_batch():
   """grad_accum=2 (two microbatches of 4) vs one batch of 8 over 5 steps, float32.
 
