@@ -26,6 +26,7 @@ ATTENTIONS = ("softmax", "squared_relu", "forced")
 ATTENTION_IMPLS = ("explicit", "fused")
 PARAMETRIZATIONS = ("standard", "mup_simple", "mup_intermediate", "mup_full")
 REMATS = ("none", "full", "dots")
+HEAD_IMPLS = ("plain", "fused")
 LN_EPS = 1e-6
 
 
@@ -58,6 +59,8 @@ class ModelConfig:
   dtype: Any = jnp.bfloat16
   param_dtype: Any = jnp.float32
   remat: str = "none"
+  head_impl: str = "plain"  # plain: float32 logits out; fused: the loss takes the head (fused_head)
+  head_chunk_tokens: int = 2048
 
   @property
   def head_dim(self) -> int:
@@ -221,7 +224,9 @@ class Decoder(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
+  def __call__(self, tokens_BxL: jax.Array, hidden_only: bool = False) -> jax.Array:
+    """float32 logits [B, L, V]; with `hidden_only` the final normalised hidden states
+    [B, L, D] instead, for a loss that applies the head itself (`fused_head`)."""
     cfg = self.cfg
     embed_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
     x_BxLxD = nn.Embed(
@@ -240,6 +245,8 @@ class Decoder(nn.Module):
       x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
 
     x_BxLxD = _layernorm("ln_final")(x_BxLxD)
+    if hidden_only and not self.is_initializing():  # init still creates the head's kernel
+      return x_BxLxD
     # μParam (intermediate, full): head init std sqrt(base_fan_in)/fan_in = sqrt(base)/d.
     head_scale = (cfg.mup_base_width / cfg.d_model
                   if cfg.parametrization in ("mup_intermediate", "mup_full") else 1.0)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from stability import diagnostics
+from stability import fused_head
 from stability import losses
 from stability.model import Decoder
 from stability.optim import Optimizer
@@ -35,15 +36,30 @@ def init_state(rng: jax.Array, *, model: Decoder, optimizer: Optimizer, seq_len:
                     first_nonfinite=jnp.full((), -1, jnp.int32))
 
 
+def _loss_terms(params, inputs_BxL, targets_BxL, *, model: Decoder, z_loss_coef: float,
+                mutable):
+  """(ce + z_loss, (ce, z_loss, output-logit stats)), and the model's sown variables: logits
+  then the loss (`head_impl=plain`), or hidden states into the fused head and loss (`fused`)."""
+  cfg = model.cfg
+  if cfg.head_impl == "fused":
+    h_BxLxD, variables = model.apply({"params": params}, inputs_BxL, hidden_only=True,
+                                     mutable=mutable)
+    c = fused_head.chunk_len(*targets_BxL.shape, cfg.head_chunk_tokens)
+    out = fused_head.head_loss(h_BxLxD, params["head"]["kernel"], targets_BxL, z_loss_coef,
+                               cfg.dtype, c)
+    return out, variables
+  logits_BxLxV, variables = model.apply({"params": params}, inputs_BxL, mutable=mutable)
+  ce, z_loss, stats = losses.cross_entropy_and_z_loss(logits_BxLxV, targets_BxL, z_loss_coef)
+  return (ce + z_loss, (ce, z_loss, stats)), variables
+
+
 def _forward(params, tokens_BxL1, *, model: Decoder, z_loss_coef: float, diagnose: bool):
   inputs_BxL, targets_BxL = tokens_BxL1[:, :-1], tokens_BxL1[:, 1:]
-  if diagnose:
-    logits_BxLxV, variables = model.apply({"params": params}, inputs_BxL, mutable=["diagnostics"])
-    sown = diagnostics.flatten_sown(variables.get("diagnostics", {}))
-  else:
-    logits_BxLxV, sown = model.apply({"params": params}, inputs_BxL), {}
-  ce, z_loss, logit_stats = losses.cross_entropy_and_z_loss(logits_BxLxV, targets_BxL, z_loss_coef)
-  return ce + z_loss, (ce, z_loss, {**logit_stats, **sown})
+  mutable = ["diagnostics"] if diagnose else []
+  (total, (ce, z_loss, logit_stats)), variables = _loss_terms(
+      params, inputs_BxL, targets_BxL, model=model, z_loss_coef=z_loss_coef, mutable=mutable)
+  sown = diagnostics.flatten_sown(variables.get("diagnostics", {})) if diagnose else {}
+  return total, (ce, z_loss, {**logit_stats, **sown})
 
 
 def _loss_and_grads(params, tokens_BxL1, grad_accum: int, **forward_kw):
@@ -99,8 +115,8 @@ def train_step(state: TrainState, tokens_BxL1: jax.Array, *, model: Decoder, opt
 
 def eval_step(params, tokens_BxL1: jax.Array, *, model: Decoder) -> jax.Array:
   """Mean next-token cross-entropy of one eval batch (z-loss is not part of the reported loss)."""
-  logits_BxLxV = model.apply({"params": params}, tokens_BxL1[:, :-1])
-  ce, _, _ = losses.cross_entropy_and_z_loss(logits_BxLxV, tokens_BxL1[:, 1:], 0.0)
+  (_, (ce, _, _)), _ = _loss_terms(params, tokens_BxL1[:, :-1], tokens_BxL1[:, 1:], model=model,
+                                   z_loss_coef=0.0, mutable=[])
   return ce
 
 

@@ -59,8 +59,15 @@ def check_known_fields(cfg, reference, path: str = "") -> None:
 def validate(cfg) -> None:
   """Raises ConfigError for the first impossible value (or unknown field) in a run config."""
   check_known_fields(cfg, config_schema.default_config())
-  m, o, t = cfg.model, cfg.opt, cfg.train
-  for name in ("d_model", "num_heads", "mlp_ratio", "seq_len", "mup_base_width"):
+  _validate_model(cfg)
+  _validate_opt_and_train(cfg)
+  _validate_data_and_mesh(cfg)
+
+
+def _validate_model(cfg) -> None:
+  m = cfg.model
+  for name in ("d_model", "num_heads", "mlp_ratio", "seq_len", "mup_base_width",
+               "head_chunk_tokens"):
     _require(_is_int(m[name]) and m[name] > 0, f"model.{name}", m[name], "an integer > 0")
   _require(_is_int(m.num_layers) and m.num_layers >= 0, "model.num_layers",
            m.num_layers, "an integer >= 0 (0 is the bigram model)")
@@ -76,11 +83,15 @@ def validate(cfg) -> None:
   _one_of(cfg, "model", "attention_impl", model_lib.ATTENTION_IMPLS)
   _one_of(cfg, "model", "parametrization", model_lib.PARAMETRIZATIONS)
   _one_of(cfg, "model", "remat", model_lib.REMATS)
+  _one_of(cfg, "model", "head_impl", model_lib.HEAD_IMPLS)
   _one_of(cfg, "model", "dtype", DTYPES)
   _one_of(cfg, "model", "param_dtype", DTYPES)
   _positive(cfg, "model", "forced_kappa")
   _positive(cfg, "model", "rope_base")
 
+
+def _validate_opt_and_train(cfg) -> None:
+  o, t = cfg.opt, cfg.train
   _positive(cfg, "opt", "peak_lr")
   _positive(cfg, "opt", "min_lr", allow_zero=True)
   _require(o.min_lr <= o.peak_lr, "opt.min_lr", o.min_lr, f"<= opt.peak_lr={o.peak_lr}")
@@ -102,7 +113,9 @@ def validate(cfg) -> None:
            o.warmup_steps, f"an integer in [0, train.steps={t.steps})")
   _positive(cfg, "train", "divergence_margin", allow_zero=True)
 
-  d = cfg.data
+
+def _validate_data_and_mesh(cfg) -> None:
+  d, t = cfg.data, cfg.train
   _one_of(cfg, "data", "source", data_lib.SOURCES)
   _require(_is_int(d.batch_size) and d.batch_size > 0, "data.batch_size", d.batch_size,
            "an integer > 0 (global batch, in sequences)")

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
@@ -77,32 +76,6 @@ def child_env(devices=1, **extra):
   return env
 
 
-# Runs stability.main in this process after installing a test hook (throttle or self-SIGKILL).
-_HOOKED_MAIN = textwrap.dedent("""
-    import os, runpy, signal, sys, time
-    from stability import run as run_lib, run_files
-    hook = os.environ.get("TEST_HOOK", "")
-    if hook == "throttle":  # 0.1 s per step, so that a signal surely lands mid-run
-      step = run_lib.Run.train_step
-      def slow_step(self, *a, **kw):
-        time.sleep(0.1)
-        return step(self, *a, **kw)
-      run_lib.Run.train_step = slow_step
-    elif hook.startswith("kill_at="):  # SIGKILL once row k is written and ckpt c is on disk
-      kill_step, ckpt_step = map(int, hook[len("kill_at="):].split(","))
-      append = run_files.RunFiles.append_metrics
-      def append_then_kill(self, row):
-        append(self, row)
-        if row["step"] == kill_step:
-          deadline = time.time() + 60
-          while not (self.dir / "checkpoints" / str(ckpt_step)).exists():
-            assert time.time() < deadline, "checkpoint never appeared"
-            time.sleep(0.01)
-          os.kill(os.getpid(), signal.SIGKILL)
-      run_files.RunFiles.append_metrics = append_then_kill
-    sys.argv = ["stability.main", *sys.argv[1:]]
-    runpy.run_module("stability.main", run_name="__main__", alter_sys=True)
-""")
 
 
 def losses_by_step(workdir):
@@ -140,35 +113,6 @@ def assert_same_run(workdir, reference_dir):
 
 # --- 1. sharding ----------------------------------------------------------------------------
 
-_SHARDED_RUNS = textwrap.dedent("""
-    import json, sys
-    import jax
-    from tests.test_train import tiny_config, SHARD_SIZE, VOCAB
-    from stability import run as run_lib, train
-    assert jax.device_count() == 8, jax.devices()
-    overrides, workdir = json.loads(sys.argv[1]), sys.argv[2]
-    out = {}
-    for data, fsdp, tensor in ((8, 1, 1), (2, 4, 1), (2, 2, 2)):
-      mesh = {"mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor}
-      config = tiny_config({**overrides, **mesh}, size=SHARD_SIZE)
-      name = f"{data}x{fsdp}x{tensor}"
-      run = run_lib.Run([config], VOCAB)
-      state = run.init_state(0)
-      mu = state.opt_state[1].mu
-      out[name] = {}
-      for path in ("block_0/mlp/wi/kernel", "embed/embedding", "head/kernel"):
-        x, m = state.params, mu
-        for key in path.split("/"):
-          x, m = x[key], m[key]
-        out[name][path] = {
-            "spec": [a if a is None or isinstance(a, str) else list(a) for a in x.sharding.spec],
-            "mu_same": m.sharding == x.sharding,
-            "shards": sorted({tuple(s.data.shape) for s in x.addressable_shards}),
-        }
-      summary = train.train_and_evaluate(config, f"{workdir}/{name}")
-      out[name]["status"] = summary["status"]
-    print("RESULT" + json.dumps(out))
-""")
 
 # (spec, shard shape) per parameter: wi [embed=128, mlp=512], embedding [vocab=259, embed=128],
 # head [embed, vocab]. 259 is prime: tensor=2 cannot split it, so the vocab axis is replicated.
@@ -196,7 +140,7 @@ def test_sharded_runs_match_one_device(tmp_path):
     pytest.skip("the 1-device reference needs a 1-device process")
   overrides = {"train.eval_every": 10, "train.ckpt_every": 10}
   proc = subprocess.run(
-      [sys.executable, "-c", _SHARDED_RUNS, json.dumps(overrides), str(tmp_path)],
+      [sys.executable, "-m", "tests.sharded_runs", json.dumps(overrides), str(tmp_path)],
       env=child_env(devices=8), cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.split("RESULT", 1)[1])
@@ -226,7 +170,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, uninterrupted):
   """Killed after step 13 (checkpoint 10 on disk), rerun: the same run, bit for bit."""
   workdir = tmp_path / "run"
   proc = subprocess.run(
-      [sys.executable, "-c", _HOOKED_MAIN, *main_args(workdir, RESUME)],
+      [sys.executable, "-m", "tests.hooked_main", *main_args(workdir, RESUME)],
       env=child_env(TEST_HOOK="kill_at=13,10"), cwd=REPO, capture_output=True, text=True,
       timeout=300)
   assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -297,7 +241,7 @@ def test_sigterm_checkpoints_then_rerun_finishes(tmp_path, uninterrupted):
   """SIGTERM mid-run: status preempted with a checkpoint; the rerun equals an uninterrupted run."""
   workdir = tmp_path / "run"
   proc = subprocess.Popen(
-      [sys.executable, "-c", _HOOKED_MAIN, *main_args(workdir, RESUME)],
+      [sys.executable, "-m", "tests.hooked_main", *main_args(workdir, RESUME)],
       env=child_env(TEST_HOOK="throttle"), cwd=REPO, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True)
   try:

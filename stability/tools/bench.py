@@ -55,6 +55,9 @@ _ATTENTION = flags.DEFINE_enum("attention_impl", "explicit", ["explicit", "fused
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "rematerialisation")
 _TORCH = flags.DEFINE_list("torch", ["eager", "compile"], "PyTorch references to time ('' = none)")
 _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
+_HEADS = flags.DEFINE_list(
+    "heads", ["plain"], "output head + loss implementations to time (model.head_impl): plain "
+    "(row `jax`), fused (row `jax fused-head`)")
 _MEMBERS = flags.DEFINE_integer(
     "members", 0, "also time M runs at M learning rates trained as one vmapped program "
     "(stability/run.py) against M sequential steps; 0 = skip")
@@ -71,7 +74,8 @@ class Row:
   step_s: float | None = None  # per member for a batched row
   compile_s: float | None = None  # the first call: tracing, compiling and one step
   first_loss: float | None = None
-  mem_gib: float | None = None
+  mem_gib: float | None = None  # the device's peak (accelerators only)
+  compiled_gib: float | None = None  # the compiled step's memory analysis (any backend)
   error: str | None = None
 
 
@@ -125,14 +129,35 @@ def time_train_steps(run, state, batch) -> tuple[float, float]:
   return timing.time_steps(step, _STEPS.value)
 
 
-def bench_jax(config, tokens_BxL1: np.ndarray) -> Row:
+def compiled_memory_gib(run, state, batch) -> float:
+  """The train step's memory by the compiler's analysis: arguments, temporaries, and outputs
+  that do not reuse a donated argument."""
+  with run.context():
+    mem = run.compiled_step(False).lower(state, batch, run.hypers).compile().memory_analysis()
+  out_extra = max(0, mem.output_size_in_bytes - mem.alias_size_in_bytes)
+  return (mem.argument_size_in_bytes + mem.temp_size_in_bytes + out_extra) / 2 ** 30
+
+
+def head_row(head_impl: str) -> str:
+  return "jax" if head_impl == "plain" else f"jax {head_impl}-head"
+
+
+def bench_jax(config, tokens_BxL1: np.ndarray, head_impl: str) -> Row:
+  """The jitted step with `head_impl`; with --steps=0 only its compiled memory."""
   t = time.perf_counter()
+  config = config.copy_and_resolve_references()
+  config.model.head_impl = head_impl
   run = run_lib.Run([config], _VOCAB.value)
   state = run.init_state(0)
   first_loss = float(run.evaluate(state.params, [run.global_batch(check_rows(tokens_BxL1))])[0])
   print(f"    initialised and evaluated in {time.perf_counter() - t:.1f} s", flush=True)
-  compile_s, step_s = time_train_steps(run, state, run.global_batch(tokens_BxL1))
-  return Row("", "jax", step_s, compile_s, first_loss, jax_peak_memory_gib())
+  batch = run.global_batch(tokens_BxL1)
+  compiled = compiled_memory_gib(run, state, batch)
+  if not _STEPS.value:
+    return Row("", head_row(head_impl), None, None, first_loss, None, compiled)
+  compile_s, step_s = time_train_steps(run, state, batch)
+  return Row("", head_row(head_impl), step_s, compile_s, first_loss, jax_peak_memory_gib(),
+             compiled)
 
 
 def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> Row:
@@ -176,38 +201,42 @@ def format_row(r: Row, tokens_per_step: int, flops_per_token: float, peak: float
                jax_tps: float | None) -> str:
   if r.error:
     return f"{r.size:10s} {r.impl:16s} {r.error}"
+  compiled = f"{r.compiled_gib:9.2f}" if r.compiled_gib is not None else f"{'-':>9s}"
+  if r.step_s is None:  # --steps=0: compiled memory only
+    return f"{r.size:10s} {r.impl:16s} {'-':>9s} {'-':>9s} {'-':>10s} {'-':>6s} {'-':>8s} {compiled}"
   tps = tokens_per_step / r.step_s
   mfu = f"{tps * flops_per_token / peak:6.1%}" if peak else f"{'-':>6s}"
   mem = f"{r.mem_gib:8.2f}" if r.mem_gib is not None else f"{'-':>8s}"
   loss = f"{r.first_loss:8.4f}" if r.first_loss is not None else f"{'':8s}"
   ratio = f"{jax_tps / tps:6.2f}" if jax_tps else f"{'-':>6s}"
   return (f"{r.size:10s} {r.impl:16s} {r.compile_s:9.1f} {r.step_s * 1e3:9.1f} {tps:10.0f} "
-          f"{mfu} {mem} {loss} {ratio}")
+          f"{mfu} {mem} {compiled} {loss} {ratio}")
 
 
 def summary_table(rows: list[Row], tokens_per_step: int, flops_per_token: dict, peak) -> str:
-  """The docs/performance.md table: one line per size."""
-  lines = ["| size | JAX tokens/s | MFU | JAX ÷ torch eager | JAX ÷ torch.compile | "
-           "batched LR sweep speed-up |", "|---|---|---|---|---|---|"]
+  """The docs/performance.md table: one line per size and JAX head implementation."""
+  lines = ["| size | JAX | tokens/s | MFU | JAX ÷ torch eager | JAX ÷ torch.compile | "
+           "batched LR sweep speed-up |", "|---|---|---|---|---|---|---|"]
+  ok = lambda r: r is not None and r.error is None and r.step_s is not None
   for size in dict.fromkeys(r.size for r in rows):
     by_impl = {r.impl: r for r in rows if r.size == size}
-    jax_row = by_impl.get("jax")
-    ok = lambda r: r is not None and r.error is None
-    if not ok(jax_row):
-      lines.append(f"| {size} | {jax_row.error if jax_row else 'not run'} | | | | |")
-      continue
-    tps = tokens_per_step / jax_row.step_s
-    mfu = f"{tps * flops_per_token[size] / peak:.1%}" if peak else "-"
-
-    def versus(impl):
-      r = by_impl.get(impl)
-      return f"{r.step_s / jax_row.step_s:.2f}" if ok(r) else (r.error if r else "not run")
-
     batched = next((r for i, r in by_impl.items() if "vmap" in i), None)
-    speedup = (f"{jax_row.step_s / batched.step_s:.2f}×" if ok(batched)
-               else (batched.error if batched else "not run"))
-    lines.append(f"| {size} | {tps:,.0f} | {mfu} | {versus('torch eager')} | "
-                 f"{versus('torch compile')} | {speedup} |")
+    for impl in [i for i in by_impl if i.startswith("jax") and "vmap" not in i]:
+      jax_row = by_impl[impl]
+      if not ok(jax_row):
+        lines.append(f"| {size} | {impl} | {jax_row.error or 'not timed'} | | | | |")
+        continue
+      tps = tokens_per_step / jax_row.step_s
+      mfu = f"{tps * flops_per_token[size] / peak:.1%}" if peak else "-"
+
+      def versus(other):
+        r = by_impl.get(other)
+        return f"{r.step_s / jax_row.step_s:.2f}" if ok(r) else (r.error if r else "not run")
+
+      speedup = ("" if impl != "jax" else f"{jax_row.step_s / batched.step_s:.2f}×"
+                 if ok(batched) else (batched.error if batched else "not run"))
+      lines.append(f"| {size} | {impl} | {tps:,.0f} | {mfu} | {versus('torch eager')} | "
+                   f"{versus('torch compile')} | {speedup} |")
   return "\n".join(lines)
 
 
@@ -252,7 +281,8 @@ def measure(configs: dict, tokens: dict, record) -> None:
         record(guarded(size, f"torch {mode}",
                        lambda: bench_torch(config, tokens[size], params, mode)))
   for size, config in configs.items():
-    record(guarded(size, "jax", lambda: bench_jax(config, tokens[size])))
+    for head in _HEADS.value:
+      record(guarded(size, head_row(head), lambda: bench_jax(config, tokens[size], head)))
     if _MEMBERS.value > 1:
       record(guarded(size, f"jax {_MEMBERS.value} LRs vmap",
                      lambda: bench_batched(config, tokens[size], _MEMBERS.value)))
@@ -260,10 +290,10 @@ def measure(configs: dict, tokens: dict, record) -> None:
 
 def print_rows(rows: list[Row], sizes, tokens_per_step: int, flops_per_token: dict, peak) -> None:
   print(f"{'size':10s} {'impl':16s} {'compile s':>9s} {'ms/step':>9s} {'tokens/s':>10s} "
-        f"{'MFU':>6s} {'peak GiB':>8s} {'loss@0':>8s} {'jax ×':>6s}")
+        f"{'MFU':>6s} {'peak GiB':>8s} {'step GiB':>9s} {'loss@0':>8s} {'jax ×':>6s}")
   for size in sizes:
     size_rows = [r for r in rows if r.size == size]
-    jax_row = next((r for r in size_rows if r.impl == "jax" and not r.error), None)
+    jax_row = next((r for r in size_rows if r.impl == "jax" and not r.error and r.step_s), None)
     jax_tps = tokens_per_step / jax_row.step_s if jax_row else None
     order = sorted(size_rows, key=lambda r: (not r.impl.startswith("jax"), r.impl))
     for r in order:
@@ -291,7 +321,9 @@ def main(argv):
   def record(row: Row) -> None:
     """Prints the row and rewrites --out.json: a run cut short keeps what it measured."""
     rows.append(row)
-    print(f"    {row.error or f'{row.step_s * 1e3:.1f} ms/step (compile {row.compile_s:.1f} s)'}",
+    timed = (f"{row.step_s * 1e3:.1f} ms/step (compile {row.compile_s:.1f} s)" if row.step_s
+             else f"compiled step {row.compiled_gib:.2f} GiB")
+    print(f"    {row.error or timed}",
           flush=True)
     if _OUT.value:
       with open(_OUT.value + ".json", "w") as f:
