@@ -34,25 +34,27 @@ def chunk_len(batch: int, length: int, tokens_per_chunk: int) -> int:
 
 
 def _chunks(x_BxL, c: int):
-  """[B, L, ...] -> [L/c, B, c, ...]: chunks of positions, each still split over the batch."""
+  """[B, L, ...] -> [L/c, B·c, ...]: chunks of positions, the tokens of each flattened batch
+  first (so each chunk stays split over the batch's devices)."""
   b, length = x_BxL.shape[:2]
-  return jnp.swapaxes(x_BxL.reshape(b, length // c, c, *x_BxL.shape[2:]), 0, 1)
+  chunks = jnp.swapaxes(x_BxL.reshape(b, length // c, c, *x_BxL.shape[2:]), 0, 1)
+  return chunks.reshape(length // c, b * c, *x_BxL.shape[2:])
 
 
-def _chunk_logits(h_BxCxD, w_DxV, dtype):
-  return jnp.einsum("bcd,dv->bcv", h_BxCxD.astype(dtype), w_DxV.astype(dtype),
+def _chunk_logits(h_NxD, w_DxV, dtype):
+  return jnp.einsum("nd,dv->nv", h_NxD.astype(dtype), w_DxV.astype(dtype),
                     preferred_element_type=jnp.float32)
 
 
-def _chunk_sums(logits_BxCxV, targets_BxC):
-  """(log Z per token, CE sum, log²Z sum, log Z sum, max logit) of one chunk."""
-  max_BxC = jnp.max(logits_BxCxV, axis=-1)
-  shifted = logits_BxCxV - jax.lax.stop_gradient(max_BxC)[..., None]
-  log_z_BxC = max_BxC + jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
-  target_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
-  sums = (jnp.sum(log_z_BxC - target_BxC), jnp.sum(jnp.square(log_z_BxC)), jnp.sum(log_z_BxC),
-          jnp.max(max_BxC))
-  return log_z_BxC, sums
+def _chunk_sums(logits_NxV, targets_N):
+  """(log Z per token, (CE sum, log²Z sum, log Z sum, max logit)) of one chunk of N tokens."""
+  max_N = jnp.max(logits_NxV, axis=-1)
+  shifted_NxV = logits_NxV - jax.lax.stop_gradient(max_N)[:, None]
+  log_z_N = max_N + jnp.log(jnp.sum(jnp.exp(shifted_NxV), axis=-1))
+  target_N = jnp.take_along_axis(logits_NxV, targets_N[:, None], axis=-1)[:, 0]
+  sums = (jnp.sum(log_z_N - target_N), jnp.sum(jnp.square(log_z_N)), jnp.sum(log_z_N),
+          jnp.max(max_N))
+  return log_z_N, sums
 
 
 def _outputs(sums, n: int, z_loss_coef: float, mean_logit):
@@ -83,8 +85,8 @@ def head_loss(h_BxLxD, w_DxV, targets_BxL, z_loss_coef: float, dtype, c: int):
   """(ce + z_loss, (ce, z_loss, output-logit stats)) of the head W on hidden states h, in chunks
   of `c` positions (`chunk_len`)."""
   def body(sums, chunk):
-    h_BxCxD, targets_BxC = chunk
-    _, new = _chunk_sums(_chunk_logits(h_BxCxD, w_DxV, dtype), targets_BxC)
+    h_NxD, targets_N = chunk
+    _, new = _chunk_sums(_chunk_logits(h_NxD, w_DxV, dtype), targets_N)
     return _add(sums, new), None
 
   sums, _ = jax.lax.scan(body, _zero_sums(), (_chunks(h_BxLxD, c), _chunks(targets_BxL, c)))
@@ -97,25 +99,23 @@ def _head_loss_fwd(h_BxLxD, w_DxV, targets_BxL, z_loss_coef, dtype, c):
 
   def body(carry, chunk):
     sums, dw_DxV = carry
-    h_BxCxD, targets_BxC = chunk
-    logits_BxCxV = _chunk_logits(h_BxCxD, w_dtype_DxV, dtype)
-    log_z_BxC, new = _chunk_sums(logits_BxCxV, targets_BxC)
-    probs_BxCxV = jnp.exp(logits_BxCxV - log_z_BxC[..., None])
-    onehot_BxCxV = targets_BxC[..., None] == jnp.arange(logits_BxCxV.shape[-1])
-    scale_BxC = (1.0 + 2.0 * z_loss_coef * log_z_BxC) / n
-    dlogits_BxCxV = (probs_BxCxV * scale_BxC[..., None]
-                     - jnp.where(onehot_BxCxV, 1.0 / n, 0.0)).astype(dtype)
-    dh_BxCxD = jnp.einsum("bcv,dv->bcd", dlogits_BxCxV, w_dtype_DxV,
-                          preferred_element_type=jnp.float32)
-    dw_DxV = dw_DxV + jnp.einsum("bcd,bcv->dv", h_BxCxD.astype(dtype), dlogits_BxCxV,
+    h_NxD, targets_N = chunk
+    logits_NxV = _chunk_logits(h_NxD, w_dtype_DxV, dtype)
+    log_z_N, new = _chunk_sums(logits_NxV, targets_N)
+    probs_NxV = jnp.exp(logits_NxV - log_z_N[:, None])
+    onehot_NxV = targets_N[:, None] == jnp.arange(logits_NxV.shape[-1])
+    scale_N = (1.0 + 2.0 * z_loss_coef * log_z_N) / n
+    dlogits_NxV = (probs_NxV * scale_N[:, None] - jnp.where(onehot_NxV, 1.0 / n, 0.0)).astype(dtype)
+    dh_NxD = jnp.einsum("nv,dv->nd", dlogits_NxV, w_dtype_DxV, preferred_element_type=jnp.float32)
+    dw_DxV = dw_DxV + jnp.einsum("nd,nv->dv", h_NxD.astype(dtype), dlogits_NxV,
                                  preferred_element_type=jnp.float32)
-    return (_add(sums, new), dw_DxV), dh_BxCxD
+    return (_add(sums, new), dw_DxV), dh_NxD
 
   init = (_zero_sums(), jnp.zeros(w_DxV.shape, jnp.float32))
   (sums, dw_DxV), dh_chunks = jax.lax.scan(
       body, init, (_chunks(h_BxLxD, c), _chunks(targets_BxL, c)))
   b, length, d = h_BxLxD.shape
-  dh_BxLxD = jnp.swapaxes(dh_chunks, 0, 1).reshape(b, length, d)
+  dh_BxLxD = jnp.swapaxes(dh_chunks.reshape(length // c, b, c, d), 0, 1).reshape(b, length, d)
   out = _outputs(sums, n, z_loss_coef, _mean_logit(h_BxLxD, w_DxV, dtype))
   residuals = (dh_BxLxD.astype(h_BxLxD.dtype), dw_DxV.astype(w_DxV.dtype), targets_BxL)
   return out, residuals

@@ -1,0 +1,121 @@
+r"""Where a train step's time goes: a profile of a few steps, grouped by the part of the model.
+
+  python -m stability.tools.profile_step --size=d256-L3 --vocab=32101 --head_impl=fused \
+      --batch=16 --seq_len=128 [--dtype=float32] [--steps=5]
+
+Each XLA op of the compiled step is named after the code that made it (its `op_name`: module
+path, and `jvp`/`transpose` for the forward and backward passes). The op times of the profiled
+steps are summed by group: attention, MLP, layer norms, embedding, the head with the loss, and the
+optimizer with clipping (what runs outside the differentiated model). The sums are op time on
+every device thread together, not wall time: on two CPU threads they exceed the step's wall time
+where both threads are busy and fall short where one waits.
+"""
+
+import collections
+import os
+import re
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from stability import config_schema
+from stability import run as run_lib
+from stability import sizes
+
+_SIZE = flags.DEFINE_string("size", "d256-L3", "model size")
+_VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
+_HEAD = flags.DEFINE_enum("head_impl", "plain", ["plain", "fused"], "model.head_impl")
+_BATCH = flags.DEFINE_integer("batch", 16, "global batch (sequences)")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+_STEPS = flags.DEFINE_integer("steps", 5, "profiled steps (after 3 warm-up steps)")
+
+# (group, pattern of op_name), the first match wins.
+GROUPS = (
+    ("attention", re.compile(r"/attn/")),
+    ("MLP", re.compile(r"/mlp/")),
+    ("head + loss", re.compile(r"/head/|while/body")),
+    ("layer norms", re.compile(r"/ln_")),
+    ("embedding", re.compile(r"/embed/")),
+    ("other model", re.compile(r"Decoder")),
+    ("head + loss", re.compile(r"jvp\(")),  # the loss is differentiated outside the model
+)
+OPTIMIZER = "optimizer + clipping"
+
+
+def group_of(op_name: str) -> str:
+  return next((group for group, pattern in GROUPS if pattern.search(op_name)), OPTIMIZER)
+
+
+def bench_config():
+  c = config_schema.default_config()
+  sizes.apply(c.model, _SIZE.value)
+  c.data.source = "synthetic"
+  c.data.synthetic.vocab_size = _VOCAB.value
+  c.model.update(seq_len=_SEQ_LEN.value, dtype=_DTYPE.value, head_impl=_HEAD.value)
+  c.data.batch_size = _BATCH.value
+  c.opt.warmup_steps, c.train.steps = 10, 1000
+  return c
+
+
+def op_names(run, state, batch) -> dict[str, str]:
+  """Compiled instruction name -> the op_name of the code it came from."""
+  with run.context():
+    hlo = run.compiled_step(False).lower(state, batch, run.hypers).compile().as_text()
+  pattern = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]+)\"")
+  return {m.group(1): m.group(2) for m in map(pattern.match, hlo.splitlines()) if m}
+
+
+def profile(run, state, batch, steps: int) -> tuple[jax.profiler.ProfileData, float]:
+  """A trace of `steps` train steps (after warm-up), and their wall time per step."""
+  for _ in range(3):
+    state, metrics = run.train_step(state, batch, diagnose=False)
+  jax.block_until_ready(metrics)
+  folder = tempfile.mkdtemp(prefix="stability-profile-")
+  jax.profiler.start_trace(folder)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = run.train_step(state, batch, diagnose=False)
+  jax.block_until_ready(metrics)
+  wall_ms = (time.perf_counter() - start) * 1e3 / steps
+  jax.profiler.stop_trace()
+  paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+           if f.endswith(".xplane.pb")]
+  return jax.profiler.ProfileData.from_file(sorted(paths)[-1]), wall_ms
+
+
+def op_time_by_group(data, names: dict[str, str], steps: int) -> collections.Counter:
+  """Milliseconds per step of the compiled step's ops, summed by group."""
+  by_group = collections.Counter()
+  for plane in data.planes:
+    for line in plane.lines:
+      for event in line.events:
+        if event.name in names:
+          by_group[group_of(names[event.name])] += event.duration_ns / 1e6 / steps
+  return by_group
+
+
+def main(argv):
+  del argv
+  run = run_lib.Run([bench_config()], _VOCAB.value)
+  state = run.init_state(0)
+  tokens = np.random.default_rng(0).integers(0, _VOCAB.value, (_BATCH.value, _SEQ_LEN.value + 1))
+  batch = run.global_batch(tokens.astype(np.int32))
+  names = op_names(run, state, batch)
+  data, wall_ms = profile(run, state, batch, _STEPS.value)
+  by_group = op_time_by_group(data, names, _STEPS.value)
+  total = sum(by_group.values())
+  print(f"{_SIZE.value}, vocab {_VOCAB.value}, head {_HEAD.value}, {_DTYPE.value}, batch "
+        f"{_BATCH.value}×{_SEQ_LEN.value} on {jax.devices()[0].device_kind}: {wall_ms:.0f} ms "
+        f"per step (wall), {total:.0f} ms of op time on all threads")
+  print("| part | op ms / step | share |\n|---|---|---|")
+  for group, ms in by_group.most_common():
+    print(f"| {group} | {ms:.1f} | {ms / total:.1%} |")
+
+
+if __name__ == "__main__":
+  app.run(main)
