@@ -68,7 +68,7 @@ def model_config() -> ml_collections.ConfigDict:
       dtype="bfloat16",
       param_dtype="float32",
       remat="none",             # none | full | dots
-      head_impl="plain",        # plain (float32 logits, then the loss) | fused (stability/fused_head.py)
+      head_impl="plain",        # plain (float32 logits, then the loss) | fused (fused_head.py)
       head_chunk_tokens=2048,   # fused: tokens per chunk of logits (batch × positions)
   ))
 

@@ -431,7 +431,8 @@ class Training:
         m.status = "preempted"
     elif live:
       if step % self.config.train.ckpt_every != 0 and step > start:
-        self.save(step, state)  # members still running in it: a kill before the summaries redoes the eval
+        # Members still running in it: a kill before the summaries redoes the final eval.
+        self.save(step, state)
       self.group.finish_done(step, self.final_losses(state.params))
     self.ckpt.close()
     self.progress["wall_s"] += time.time() - self.session_start

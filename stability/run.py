@@ -83,7 +83,7 @@ class Run:
   def __init__(self, configs: list[ml_collections.ConfigDict], vocab_size: int, devices=None):
     """`devices`: the mesh's devices (default all; compile-only TPU devices for AOT checks)."""
     check_batchable(configs)
-    self.k = len(configs)
+    self.num_members = len(configs)
     self.config = config = configs[0]
     self.model_cfg = ModelConfig.from_config(config.model, vocab_size)
     self.model = Decoder(self.model_cfg)
@@ -108,27 +108,28 @@ class Run:
       boxed = jax.eval_shape(functools.partial(step_lib.init_params, self.model, seq_len=seq_len),
                              jax.random.PRNGKey(0))
       param_shardings = sharding.shardings_of(boxed, self.mesh, self.rules)
+    optimizer = self.optimizer_for()  # the config's own values: init and state layout
     self._init_one = functools.partial(step_lib.init_state, model=self.model,
-                                       optimizer=self.optimizer_for(), seq_len=seq_len)
+                                       optimizer=optimizer, seq_len=seq_len)
     abstract = jax.eval_shape(self._init_one, jax.random.PRNGKey(0))
     repl = sharding.replicated(self.mesh)
     opt_shardings = optax.tree_map_params(
-        self.optimizer_for().tx, lambda _, s: s, abstract.opt_state, param_shardings,
+        optimizer.tx, lambda _, s: s, abstract.opt_state, param_shardings,
         transform_non_params=lambda _: repl)
     state_shardings = step_lib.TrainState(
         step=repl, params=param_shardings, opt_state=opt_shardings, first_nonfinite=repl)
-    if self.k > 1:
+    if self.num_members > 1:
       state_shardings, param_shardings = map(_with_member_axis, (state_shardings, param_shardings))
       abstract = jax.tree_util.tree_map(
-          lambda a: jax.ShapeDtypeStruct((self.k, *a.shape), a.dtype), abstract)
+          lambda a: jax.ShapeDtypeStruct((self.num_members, *a.shape), a.dtype), abstract)
     self.param_shardings, self.state_shardings = param_shardings, state_shardings
     self.abstract_state = checkpoint_lib.abstract_like(abstract, state_shardings)
 
   def _init(self, rng):
     one = self._init_one(rng)
-    if self.k == 1:
+    if self.num_members == 1:
       return one
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.k, *x.shape)), one)
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.num_members, *x.shape)), one)
 
   def _member_step(self, state, tokens_BxL1, hypers, diagnose: bool):
     c = self.config
@@ -139,7 +140,7 @@ class Run:
   def _step(self, state, tokens_BxL1, hypers_M, diagnose: bool):
     """The M members' update: (new state, {metric: [M]})."""
     member = functools.partial(self._member_step, diagnose=diagnose)
-    if self.k > 1:
+    if self.num_members > 1:
       return jax.vmap(member, in_axes=(0, None, 0))(state, tokens_BxL1, hypers_M)
     new_state, metrics = member(state, tokens_BxL1, {n: h[0] for n, h in hypers_M.items()})
     return new_state, jax.tree_util.tree_map(lambda x: x[None], metrics)
@@ -152,10 +153,10 @@ class Run:
     self._steps = {d: jit_step(functools.partial(self._step, diagnose=d)) for d in (False, True)}
     self._jit_init = jax.jit(self._init, out_shardings=self.state_shardings)
     eval_one = functools.partial(step_lib.eval_step, model=self.model)
-    self._eval_step = jax.jit(_per_member(eval_one, self.k, (0, None)),
+    self._eval_step = jax.jit(_per_member(eval_one, self.num_members, (0, None)),
                               in_shardings=(self.param_shardings, self.batch_sharding),
                               out_shardings=repl)
-    self._params_finite = jax.jit(_per_member(step_lib.params_finite, self.k, (0,)),
+    self._params_finite = jax.jit(_per_member(step_lib.params_finite, self.num_members, (0,)),
                                   in_shardings=(self.param_shardings,), out_shardings=repl)
 
   def compiled_step(self, diagnose: bool):

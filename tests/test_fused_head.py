@@ -88,7 +88,7 @@ def test_only_the_total_carries_a_gradient():
 
 
 def model_pair(**kw):
-  cfg = ModelConfig(vocab_size=V, d_model=64, num_layers=2, num_heads=2, seq_len=16,
+  cfg = ModelConfig(vocab_size=V, d_model=32, num_layers=1, num_heads=1, seq_len=16,
                     dtype=jnp.float32, **kw)
   return Decoder(cfg), Decoder(ModelConfig(**{**cfg.__dict__, "head_impl": "fused",
                                               "head_chunk_tokens": 16}))
@@ -101,8 +101,10 @@ def test_train_step_gradients_and_diagnostics_match_through_the_model():
   tokens = jnp.asarray(np.random.default_rng(1).integers(0, V, (4, 17)), jnp.int32)
   out = {}
   for name, model in (("plain", plain_model), ("fused", fused_model)):
-    grad_fn = jax.value_and_grad(step_lib._forward, has_aux=True)
-    out[name] = grad_fn(params, tokens, model=model, z_loss_coef=1e-3, diagnose=True)
+    grad_fn = jax.jit(jax.value_and_grad(
+        lambda p, t, model=model: step_lib._forward(p, t, model=model, z_loss_coef=1e-3,
+                                                    diagnose=True), has_aux=True))
+    out[name] = grad_fn(params, tokens)
   (p_total, (_, _, p_stats)), p_grads = out["plain"]
   (f_total, (_, _, f_stats)), f_grads = out["fused"]
   np.testing.assert_allclose(f_total, p_total, rtol=1e-5)
@@ -115,7 +117,7 @@ def test_train_step_gradients_and_diagnostics_match_through_the_model():
 
 
 def tiny_config(head_impl: str, lr: float = 1e-2):
-  c = base.get_config(f"size=d64-L2,lr={lr},data=synthetic")
+  c = base.get_config(f"size=d32-L1,lr={lr},data=synthetic")
   c.data.synthetic.vocab_size = V
   c.model.update(seq_len=16, dtype="float32", head_impl=head_impl, head_chunk_tokens=16)
   c.data.update(batch_size=4, eval_batches=1)

@@ -25,10 +25,9 @@ def test_ops_are_grouped_by_the_code_that_made_them(op_name, group):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", ["plain", "fused"])
-def test_profile_prints_every_part(head):
+def test_profile_prints_every_part():
   cmd = [sys.executable, "-m", "stability.tools.profile_step", "--size=d32-L1", "--vocab=64",
-         f"--head_impl={head}", "--batch=4", "--seq_len=16", "--steps=2"]
+         "--head_impl=fused", "--batch=4", "--seq_len=16", "--steps=2"]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   rows = dict(re.findall(r"^\| ([a-z +A-Z]+) \| [0-9.]+ \| ([0-9.]+)% \|$", proc.stdout, re.M))

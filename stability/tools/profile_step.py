@@ -26,13 +26,19 @@ from stability import config_schema
 from stability import run as run_lib
 from stability import sizes
 
-_SIZE = flags.DEFINE_string("size", "d256-L3", "model size")
-_VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
-_HEAD = flags.DEFINE_enum("head_impl", "plain", ["plain", "fused"], "model.head_impl")
-_BATCH = flags.DEFINE_integer("batch", 16, "global batch (sequences)")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
-_STEPS = flags.DEFINE_integer("steps", 5, "profiled steps (after 3 warm-up steps)")
+
+def define_flags() -> None:
+  """The command-line flags, defined only when this runs as a program: importing the module
+  (the tests) defines none, so it never clashes with another tool's flags."""
+  global _SIZE, _VOCAB, _HEAD, _BATCH, _SEQ_LEN, _DTYPE, _STEPS
+  _SIZE = flags.DEFINE_string("size", "d256-L3", "model size")
+  _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
+  _HEAD = flags.DEFINE_enum("head_impl", "plain", ["plain", "fused"], "model.head_impl")
+  _BATCH = flags.DEFINE_integer("batch", 16, "global batch (sequences)")
+  _SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
+  _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+  _STEPS = flags.DEFINE_integer("steps", 5, "profiled steps (after 3 warm-up steps)")
+
 
 # (group, pattern of op_name), the first match wins.
 GROUPS = (
@@ -118,4 +124,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
