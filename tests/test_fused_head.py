@@ -94,6 +94,7 @@ def model_pair(**kw):
                                               "head_chunk_tokens": 16}))
 
 
+@pytest.mark.slow
 def test_train_step_gradients_and_diagnostics_match_through_the_model():
   plain_model, fused_model = model_pair()
   params = jax.tree_util.tree_map(
@@ -125,6 +126,7 @@ def tiny_config(head_impl: str, lr: float = 1e-2):
   return c
 
 
+@pytest.mark.slow
 def test_a_short_batched_run_trains_alike():
   """Ten steps of a two-member group (vmapped), fused vs plain: the same losses, float32."""
   losses_by_impl = {}
