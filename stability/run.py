@@ -38,6 +38,7 @@ def batchable_key(config) -> str:
 
 
 def check_batchable(configs) -> None:
+  """Raises ConfigError unless the configs can train as one group."""
   if len({batchable_key(c) for c in configs}) != 1:
     raise validation.ConfigError(
         "batched members must differ only in " + ", ".join(f"opt.{n}" for n in optim.SCALAR_HYPERS))
@@ -126,10 +127,12 @@ class Run:
     self.abstract_state = checkpoint_lib.abstract_like(abstract, state_shardings)
 
   def _init(self, rng):
+    """One init; with M > 1 every member starts from a copy of it."""
     one = self._init_one(rng)
     if self.num_members == 1:
       return one
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (self.num_members, *x.shape)), one)
+    m = self.num_members
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (m, *x.shape)), one)
 
   def _member_step(self, state, tokens_BxL1, hypers, diagnose: bool):
     c = self.config
