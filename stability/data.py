@@ -50,9 +50,8 @@ class EmbeddedSource(data_source.RowSource):
 
   name = "embedded"
 
-  @property
-  def vocab_size(self) -> int:
-    return data_common.BYTE_VOCAB_SIZE
+  def vocab(self) -> tuple[int, int]:
+    return data_common.BYTE_VOCAB_SIZE, data_common.BYTE_EOS_ID
 
   @property
   def known_vocab_size(self) -> int:
@@ -78,21 +77,13 @@ class TokensSource(data_source.RowSource):
   name = "tokens"
 
   @property
-  def vocab_size(self) -> int:
-    return self._vocab()[0]
-
-  @property
-  def eos_id(self) -> int:
-    return self._vocab()[1]
-
-  @property
   def known_vocab_size(self) -> int | None:
     return int(self.own.vocab_size) or None
 
   def _load(self, path: str) -> np.ndarray:
     return data_common.load_tokens(path, self.own.dtype)  # a memmap: cheap
 
-  def _vocab(self) -> tuple[int, int]:
+  def vocab(self) -> tuple[int, int]:
     """(vocab_size, eos_id): config, else `<path>.json`, else max id + 1 / 1."""
     path = self.own.path
     tokens_N = self._load(path)
@@ -151,9 +142,8 @@ class SyntheticSource(data_source.Source):
   name = "synthetic"
   EVAL_SEED = 0x5EED_E7A1
 
-  @property
-  def vocab_size(self) -> int:
-    return int(self.own.vocab_size)
+  def vocab(self) -> tuple[int, int]:
+    return int(self.own.vocab_size), data_common.BYTE_EOS_ID
 
   @property
   def known_vocab_size(self) -> int:

@@ -138,25 +138,17 @@ class C4Source(data_source.Source):
 
   name = "c4"
 
-  def _vocab(self) -> tuple[int, int]:
+  def vocab(self) -> tuple[int, int]:
     return sentencepiece_info(self.own.vocab_path, self.own.vocab_extra_ids, self.name)
 
-  @property
-  def vocab_size(self) -> int:
-    return self._vocab()[0]
-
-  @property
-  def eos_id(self) -> int:
-    return self._vocab()[1]
-
   def check(self, seq_len: int) -> None:
-    self._vocab()
+    self.vocab()
     check_tfds_prepared(self.own.tfds_name, self.own.tfds_data_dir)
 
   def documents(self, split: str, *, shuffle: bool, seed: int | None) -> Iterator[np.ndarray]:
     """One pass over a C4 split as token documents; the order is a function of `seed`."""
     c4 = self.own
-    self._vocab()
+    self.vocab()
     task = _c4_task(c4.tfds_name, c4.tfds_data_dir, c4.vocab_path, c4.vocab_extra_ids)
     try:
       yield from _task_documents(task, split, shuffle, seed)
@@ -259,16 +251,10 @@ class TextSource(data_source.RowSource):
   def uses_sentencepiece(self) -> bool:
     return self.own.vocab == "sentencepiece"
 
-  def _sentencepiece(self) -> tuple[int, int]:
-    return sentencepiece_info(self.own.vocab_path, self.own.vocab_extra_ids, self.name)
-
-  @property
-  def vocab_size(self) -> int:
-    return self._sentencepiece()[0] if self.uses_sentencepiece else data_common.BYTE_VOCAB_SIZE
-
-  @property
-  def eos_id(self) -> int:
-    return self._sentencepiece()[1] if self.uses_sentencepiece else data_common.BYTE_EOS_ID
+  def vocab(self) -> tuple[int, int]:
+    if self.uses_sentencepiece:
+      return sentencepiece_info(self.own.vocab_path, self.own.vocab_extra_ids, self.name)
+    return data_common.BYTE_VOCAB_SIZE, data_common.BYTE_EOS_ID
 
   @property
   def known_vocab_size(self) -> int | None:
@@ -282,7 +268,7 @@ class TextSource(data_source.RowSource):
       raise DataError(f"data.text.vocab={text.vocab!r}; allowed: bytes, sentencepiece")
     files = text_files(text.paths)
     if self.uses_sentencepiece:
-      self._sentencepiece()
+      self.vocab()
     if not any(_has_text(path) for path in files):
       raise DataError(f"the text corpus is empty: the {len(files)} file(s) matched by "
                       f"data.text.paths={text.paths!r} hold only blank lines; fix "
@@ -321,7 +307,7 @@ class TextSource(data_source.RowSource):
   def seqio_vocabulary(self):
     _, seqio = _import_tf_stack()
     if self.uses_sentencepiece:
-      self._sentencepiece()  # clear errors
+      self.vocab()  # clear errors
       return seqio.SentencePieceVocabulary(self.own.vocab_path,
                                            extra_ids=self.own.vocab_extra_ids)
     return seqio.ByteVocabulary()

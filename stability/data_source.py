@@ -25,15 +25,17 @@ class Source:
     self.cfg = data_cfg
     self.own = data_cfg[self.name]
 
-  @property
-  def vocab_size(self) -> int:
-    """Size of the vocabulary (the model's embedding rows)."""
+  def vocab(self) -> tuple[int, int]:
+    """(vocabulary size: the model's embedding rows, the id appended after every document)."""
     raise NotImplementedError
 
   @property
+  def vocab_size(self) -> int:
+    return self.vocab()[0]
+
+  @property
   def eos_id(self) -> int:
-    """The id appended after every document."""
-    return data_common.BYTE_EOS_ID
+    return self.vocab()[1]
 
   @property
   def known_vocab_size(self) -> int | None:
