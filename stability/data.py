@@ -32,7 +32,6 @@ Eval: a fixed list of batches from held-out data that does not depend on data.se
 
 import json
 import os
-from typing import Iterator
 
 from absl import logging
 import numpy as np
@@ -63,9 +62,6 @@ class EmbeddedSource(data_source.RowSource):
   def token_streams(self) -> dict[str, np.ndarray]:
     cache = data_common.cache_dir(self.own.cache_dir)
     return embedded_corpus.token_arrays(cache, self.cfg.eval_fraction)
-
-  def token_chunks(self, split: str) -> Iterator[np.ndarray]:
-    return iter([self.token_streams()[split]])
 
 
 _TOKENS_VOCAB: dict[tuple, int] = {}
@@ -125,15 +121,19 @@ class TokensSource(data_source.RowSource):
                       "set data.tokens.eval_path")
     return num_rows - num_eval
 
-  def split_rows(self, seq_len: int):
-    """Train rows and held-out rows: `eval_path`, else the last eval_fraction of rows."""
+  def rows(self, seq_len: int, split: str) -> np.ndarray:
+    """Train rows, and held-out rows: `eval_path`, else the last eval_fraction of rows."""
     row_len, eval_path = seq_len + 1, self.own.eval_path
+    if eval_path and split == "validation":
+      return data_source.packed_rows(self._load(eval_path), row_len, "", min_rows=0)
     all_RxL1 = data_source.packed_rows(self._load(self.own.path), row_len, self.own.path)
     if eval_path:
-      return {"train": lambda: all_RxL1, "validation": lambda: data_source.packed_rows(
-          self._load(eval_path), row_len, "", min_rows=0)}
+      return all_RxL1
     num_train = self._train_rows(len(all_RxL1), row_len)
-    return {"train": lambda: all_RxL1[:num_train], "validation": lambda: all_RxL1[num_train:]}
+    return all_RxL1[:num_train] if split == "train" else all_RxL1[num_train:]
+
+  # A token file holds ids, not documents: nothing to tokenize.
+  token_chunks = data_source.Source.token_chunks
 
 
 class SyntheticSource(data_source.Source):

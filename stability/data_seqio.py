@@ -295,9 +295,6 @@ class TextSource(data_source.RowSource):
       _TEXT_STREAMS[key] = self._tokenize()
     return _TEXT_STREAMS[key]
 
-  def token_chunks(self, split: str) -> Iterator[np.ndarray]:
-    return iter([self.token_streams()[split]])
-
   def _cache_key(self) -> tuple:
     text = self.own
     stats = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in text_files(text.paths))

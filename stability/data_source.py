@@ -92,15 +92,15 @@ class RowSource(Source):
     """{"train", "validation"}: the split's documents, each followed by EOS."""
     raise NotImplementedError
 
-  def split_rows(self, seq_len: int) -> dict[str, Callable[[], np.ndarray]]:
-    """{"train", "validation"}: functions giving packed rows (validation built only when asked)."""
-    streams, row_len = self.token_streams(), seq_len + 1
-    train = f"the {self.name} train split"
-    return {"train": lambda: packed_rows(streams["train"], row_len, train),
-            "validation": lambda: packed_rows(streams["validation"], row_len, "", min_rows=0)}
+  def rows(self, seq_len: int, split: str) -> np.ndarray:
+    """The packed rows [R, seq_len + 1] of split "train" or "validation"."""
+    stream_N = self.token_streams()[split]
+    if split == "train":
+      return packed_rows(stream_N, seq_len + 1, f"the {self.name} train split")
+    return packed_rows(stream_N, seq_len + 1, "", min_rows=0)
 
   def train_iterator(self, seq_len: int, host: tuple[int, int]) -> "BatchIterator":
-    rows_RxL1 = self.split_rows(seq_len)["train"]()
+    rows_RxL1 = self.rows(seq_len, "train")
     batch_size = self.cfg.batch_size
     if len(rows_RxL1) < batch_size:
       logging.warning("data: only %d training rows for a batch of %d; batches repeat rows",
@@ -108,7 +108,7 @@ class RowSource(Source):
     return RowsIterator(rows_RxL1, batch_size, int(self.cfg.seed), host, self.info(seq_len))
 
   def eval_batches(self, seq_len: int, batch_size: int) -> list[np.ndarray]:
-    rows_RxL1 = self.split_rows(seq_len)["validation"]()
+    rows_RxL1 = self.rows(seq_len, "validation")
     num = min(self.cfg.eval_batches, len(rows_RxL1) // batch_size)
     return [np.asarray(rows_RxL1[i * batch_size:(i + 1) * batch_size], np.int32)
             for i in range(num)]

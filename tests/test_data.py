@@ -316,6 +316,13 @@ def test_tokenize_cli_writes_the_embedded_stream(embedded_cache, tmp_path):
   assert json.loads((tmp_path / "val.bin.json").read_text())["vocab_size"] == 259
 
 
+@pytest.mark.parametrize("source", ["tokens", "synthetic"])
+def test_sources_without_documents_refuse_to_tokenize(source, embedded_cache, tokens_file):
+  src = data.source_for(source_cfg(source, embedded_cache, tokens_file[0]))
+  with pytest.raises(DataError, match="no documents to tokenize"):
+    next(iter(src.token_chunks("train")))
+
+
 def test_tokens_file_from_tokenize_serves_the_embedded_batches(embedded_cache, tmp_path):
   embedded = make_cfg("embedded", cache_dir=embedded_cache)
   for split in ("train", "validation"):
