@@ -17,8 +17,8 @@ from typing import Any, Callable
 import ml_collections
 
 from configs import base
-from stability import sizes
 from stability import config_schema
+from stability import sizes
 
 SCALES = ("cpu", "gpu", "paper")
 

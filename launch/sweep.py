@@ -12,6 +12,7 @@
 - `--dry_run` lists the points with tokens, FLOPs and estimated accelerator-hours.
 """
 
+import collections
 import dataclasses
 import importlib.util
 import json
@@ -190,13 +191,13 @@ class Tally:
   """Counts of points by status, and the progress line with an ETA from the points trained."""
 
   def __init__(self, total: int):
-    self.counts: dict[str, int] = {}
+    self.counts: collections.Counter[str] = collections.Counter()
     self.total = total
     self.done = 0
     self.trained_s: list[float] = []  # per point
 
   def add(self, status: str, done: bool = True) -> None:
-    self.counts[status] = self.counts.get(status, 0) + 1
+    self.counts[status] += 1
     self.done += done
 
   def trained(self, points, statuses: list[str], seconds: float) -> None:
@@ -205,7 +206,8 @@ class Tally:
     self.trained_s.append(seconds / len(points))
     left = self.total - self.done
     eta = sum(self.trained_s) / len(self.trained_s) * left / 60
-    names = points[0].name if len(points) == 1 else f"{len(points)} points batched ({points[0].name}, ...)"
+    names = (points[0].name if len(points) == 1
+             else f"{len(points)} points batched ({points[0].name}, ...)")
     print(f"[sweep] {self.done}/{self.total} {names}: {', '.join(sorted(set(statuses)))} in "
           f"{seconds:.0f}s; ETA {eta:.1f} min for {left} more", flush=True)
 
@@ -280,7 +282,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
     tally.trained(todo, statuses, time.time() - start)
     if "preempted" in statuses:
       break
-  return tally.counts
+  return dict(tally.counts)
 
 
 def main(argv):

@@ -42,15 +42,14 @@ def _chunks(x_BxL, c: int):
 
 
 def _chunk_logits(h_NxD, w_DxV, dtype):
-  return jnp.einsum("nd,dv->nv", h_NxD.astype(dtype), w_DxV.astype(dtype),
-                    preferred_element_type=jnp.float32)
+  """float32 logits of one chunk; `w_DxV` is already in `dtype`."""
+  return jnp.einsum("nd,dv->nv", h_NxD.astype(dtype), w_DxV, preferred_element_type=jnp.float32)
 
 
 def _chunk_sums(logits_NxV, targets_N):
   """(log Z per token, (CE sum, log²Z sum, log Z sum, max logit)) of one chunk of N tokens."""
   max_N = jnp.max(logits_NxV, axis=-1)
-  shifted_NxV = logits_NxV - jax.lax.stop_gradient(max_N)[:, None]
-  log_z_N = max_N + jnp.log(jnp.sum(jnp.exp(shifted_NxV), axis=-1))
+  log_z_N = max_N + jnp.log(jnp.sum(jnp.exp(logits_NxV - max_N[:, None]), axis=-1))
   target_N = jnp.take_along_axis(logits_NxV, targets_N[:, None], axis=-1)[:, 0]
   sums = (jnp.sum(log_z_N - target_N), jnp.sum(jnp.square(log_z_N)), jnp.sum(log_z_N),
           jnp.max(max_N))
@@ -84,9 +83,11 @@ def _add(sums, new):
 def head_loss(h_BxLxD, w_DxV, targets_BxL, z_loss_coef: float, dtype, c: int):
   """(ce + z_loss, (ce, z_loss, output-logit stats)) of the head W on hidden states h, in chunks
   of `c` positions (`chunk_len`)."""
+  w_dtype_DxV = w_DxV.astype(dtype)
+
   def body(sums, chunk):
     h_NxD, targets_N = chunk
-    _, new = _chunk_sums(_chunk_logits(h_NxD, w_DxV, dtype), targets_N)
+    _, new = _chunk_sums(_chunk_logits(h_NxD, w_dtype_DxV, dtype), targets_N)
     return _add(sums, new), None
 
   sums, _ = jax.lax.scan(body, _zero_sums(), (_chunks(h_BxLxD, c), _chunks(targets_BxL, c)))

@@ -381,13 +381,14 @@ class Training:
       batch = self.run.global_batch(next(self.train_iter))
       state, metrics_M = self.run.train_step(state, batch, diagnose=log_now)
       self.timer.dispatched(step, state)
-      pending = self.handle(pending, state, step + 1)
+      self.handle(pending, state, step + 1)
       pending = (step, metrics_M) if log_now else None
       step += 1
       preempted = preemption.reached(step)
       boundary = step % t.eval_every == 0 or step % t.ckpt_every == 0 or step == self.total
       if boundary or preempted:
-        pending = self.handle(pending, state, step)
+        self.handle(pending, state, step)
+        pending = None
       if not self.group.running:  # every log row is handled, or no member is left to record it
         break
       self.at_boundary(step, state, preempted)
@@ -396,10 +397,10 @@ class Training:
     return state, step, False
 
   def handle(self, pending, state, steps_done: int) -> None:
-    """Records a pending log row; evaluates the members it finds diverged (their final loss: the
-    `steps_done` updates in `state`). Returns None: nothing is pending after it."""
+    """Records a pending log row, if any; evaluates the members it finds diverged (their final
+    loss: the `steps_done` updates in `state`)."""
     if pending is None:
-      return None
+      return
     step, metrics_M = pending
     host_M = jax.device_get(metrics_M)
     diverged = self.group.record(step, host_M, self.progress["init_eval_loss"])
@@ -409,7 +410,6 @@ class Training:
     if self.group.running:
       loss = min(float(host_M["train_loss"][m.index]) for m in self.group.running)
       self.timer.report(step, self.total, loss)
-    return None
 
   def at_boundary(self, step: int, state, preempted: bool) -> None:
     """The eval and the checkpoint due after `step` (a checkpoint at every preemption)."""

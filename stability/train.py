@@ -54,7 +54,7 @@ def _train(configs, workdirs, checkpoint_dir) -> list[dict]:
   is_writer = jax.process_index() == 0
   members = [loop.Member(i, c, w, is_writer=is_writer)
              for i, (c, w) in enumerate(zip(configs, workdirs))]
-  return loop.train_group(configs[0], run, members, checkpoint_dir(members))
+  return loop.train_group(configs[0], run, members, checkpoint_dir)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -64,7 +64,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if finished is not None:
     logging.info("%s already finished (%s); nothing to do", workdir, finished["status"])
     return finished
-  [summary] = _train([config], [workdir], lambda members: members[0].files.dir / "checkpoints")
+  [summary] = _train([config], [workdir], epath.Path(workdir) / "checkpoints")
   return summary
 
 
@@ -74,7 +74,6 @@ def train_batched(configs, workdirs) -> list[dict]:
   previous = [loop.finished_summary(c, w) for c, w in zip(configs, workdirs)]
   if all(previous):
     return previous
-  checkpoints = epath.Path(group_dir(workdirs)) / "checkpoints"
-  summaries = _train(configs, workdirs, lambda members: checkpoints)
+  summaries = _train(configs, workdirs, epath.Path(group_dir(workdirs)) / "checkpoints")
   logging.info("batched %d members: %s", len(configs), ", ".join(s["status"] for s in summaries))
   return summaries

@@ -27,9 +27,11 @@ def test_ops_are_grouped_by_the_code_that_made_them(op_name, group):
 @pytest.mark.slow
 def test_profile_prints_every_part():
   cmd = [sys.executable, "-m", "stability.tools.profile_step", "--size=d32-L1", "--vocab=64",
-         "--head_impl=fused", "--batch=4", "--seq_len=16", "--steps=2"]
+         "--head_impl=fused", "--batch=4", "--seq_len=16", "--steps=2", "--top=3"]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   rows = dict(re.findall(r"^\| ([a-z +A-Z]+) \| [0-9.]+ \| ([0-9.]+)% \|$", proc.stdout, re.M))
   assert {"attention", "MLP", "head + loss", "optimizer + clipping"} <= set(rows), proc.stdout
   assert abs(sum(map(float, rows.values())) - 100) < 1
+  top = re.findall(r"^ +[0-9.]+ ms +[0-9.]+%  \S+  jit\(", proc.stdout, re.M)
+  assert len(top) == 3, proc.stdout  # the three longest ops, each with the code it came from

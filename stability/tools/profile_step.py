@@ -30,7 +30,7 @@ from stability import sizes
 def define_flags() -> None:
   """The command-line flags, defined only when this runs as a program: importing the module
   (the tests) defines none, so it never clashes with another tool's flags."""
-  global _SIZE, _VOCAB, _HEAD, _BATCH, _SEQ_LEN, _DTYPE, _STEPS
+  global _SIZE, _VOCAB, _HEAD, _BATCH, _SEQ_LEN, _DTYPE, _STEPS, _TOP
   _SIZE = flags.DEFINE_string("size", "d256-L3", "model size")
   _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
   _HEAD = flags.DEFINE_enum("head_impl", "plain", ["plain", "fused"], "model.head_impl")
@@ -38,6 +38,7 @@ def define_flags() -> None:
   _SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
   _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
   _STEPS = flags.DEFINE_integer("steps", 5, "profiled steps (after 3 warm-up steps)")
+  _TOP = flags.DEFINE_integer("top", 0, "also list the N ops with the most time, and their code")
 
 
 # (group, pattern of op_name), the first match wins.
@@ -94,15 +95,22 @@ def profile(run, state, batch, steps: int) -> tuple[jax.profiler.ProfileData, fl
   return jax.profiler.ProfileData.from_file(sorted(paths)[-1]), wall_ms
 
 
-def op_time_by_group(data, names: dict[str, str], steps: int) -> collections.Counter:
-  """Milliseconds per step of the compiled step's ops, summed by group."""
-  by_group = collections.Counter()
+def op_times(data, names: dict[str, str], steps: int) -> collections.Counter:
+  """Milliseconds per step of each op of the compiled step, by instruction name."""
+  times = collections.Counter()
   for plane in data.planes:
     for line in plane.lines:
       for event in line.events:
         if event.name in names:
-          by_group[group_of(names[event.name])] += event.duration_ns / 1e6 / steps
-  return by_group
+          times[event.name] += event.duration_ns / 1e6 / steps
+  return times
+
+
+def by_group(times: collections.Counter, names: dict[str, str]) -> collections.Counter:
+  grouped = collections.Counter()
+  for op, ms in times.items():
+    grouped[group_of(names[op])] += ms
+  return grouped
 
 
 def main(argv):
@@ -113,14 +121,17 @@ def main(argv):
   batch = run.global_batch(tokens.astype(np.int32))
   names = op_names(run, state, batch)
   data, wall_ms = profile(run, state, batch, _STEPS.value)
-  by_group = op_time_by_group(data, names, _STEPS.value)
-  total = sum(by_group.values())
+  times = op_times(data, names, _STEPS.value)
+  grouped = by_group(times, names)
+  total = sum(grouped.values())
   print(f"{_SIZE.value}, vocab {_VOCAB.value}, head {_HEAD.value}, {_DTYPE.value}, batch "
         f"{_BATCH.value}×{_SEQ_LEN.value} on {jax.devices()[0].device_kind}: {wall_ms:.0f} ms "
         f"per step (wall), {total:.0f} ms of op time on all threads")
   print("| part | op ms / step | share |\n|---|---|---|")
-  for group, ms in by_group.most_common():
+  for group, ms in grouped.most_common():
     print(f"| {group} | {ms:.1f} | {ms / total:.1%} |")
+  for op, ms in times.most_common(_TOP.value):
+    print(f"{ms:8.1f} ms {ms / total:6.1%}  {op}  {names[op]}")
 
 
 if __name__ == "__main__":
