@@ -6,6 +6,7 @@ figures read (KEEP), and numbers rounded to 4 significant digits. Plus the sweep
 and `timing.json` (how long the sweep trained). `analysis` reads the copy as it reads the sweep.
 
   python -m launch.reference results/reproduce/fig1_qk_layernorm reference/cpu/fig1_qk_layernorm
+  python -m launch.reference --totals reference/cpu    # runs, distinct runs, summed wall time
 """
 
 import json
@@ -89,7 +90,29 @@ def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
   return count
 
 
+def totals(root: str) -> tuple[int, int, float]:
+  """(run folders, distinct runs, their summed wall minutes) under `root`/<experiment>/: a run
+  copied into several experiments (the same config.json) trained once."""
+  folders, wall_s = 0, {}
+  for experiment in sorted(os.listdir(root)):
+    for name in sorted(os.listdir(os.path.join(root, experiment))):
+      run_dir = os.path.join(root, experiment, name)
+      config = os.path.join(run_dir, fmt.CONFIG)
+      if not os.path.exists(config):
+        continue
+      folders += 1
+      with open(config) as f:
+        key = json.dumps(json.load(f), sort_keys=True)
+      summary = fmt.read_json(os.path.join(run_dir, fmt.SUMMARY)) or {}
+      wall_s.setdefault(key, float(summary.get("wall_s") or 0.0))
+  return folders, len(wall_s), sum(wall_s.values()) / 60
+
+
 if __name__ == "__main__":
-  if len(sys.argv) != 3:
+  if len(sys.argv) == 3 and sys.argv[1] == "--totals":
+    folders, distinct, minutes = totals(sys.argv[2])
+    print(f"{folders} run folders, {distinct} distinct runs, {minutes:.0f} min of run wall time")
+  elif len(sys.argv) == 3:
+    print(f"{export(sys.argv[1], sys.argv[2])} runs written to {sys.argv[2]}")
+  else:
     sys.exit(__doc__)
-  print(f"{export(sys.argv[1], sys.argv[2])} runs written to {sys.argv[2]}")

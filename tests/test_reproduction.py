@@ -158,3 +158,14 @@ def test_sigterm_between_points_stops_before_the_next_point(tmp_path, monkeypatc
   finally:
     reproduce.STOP.clear()
   assert code == reproduce.EXIT_PREEMPTED and seen == [("fig10_forced_logits", True)]
+
+
+def test_totals_count_a_run_copied_into_two_experiments_once(tmp_path):
+  for experiment, name, config, wall_s in (("a", "x", {"lr": 1}, 60.0), ("b", "x", {"lr": 1}, 60.0),
+                                           ("b", "y", {"lr": 2}, 120.0)):
+    run_dir = tmp_path / experiment / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "summary.json").write_text(json.dumps({"status": "done", "wall_s": wall_s}))
+  (tmp_path / "b" / "timing.json").write_text("{}")  # not a run folder
+  assert reference.totals(str(tmp_path)) == (3, 2, 3.0)
