@@ -77,6 +77,7 @@ def test_torch_reference_trains_like_the_jax_step():
   np.testing.assert_allclose(torch_losses, jax_losses, rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_bench_times_the_torch_reference_in_a_process_of_its_own(tmp_path):
   pytest.importorskip("torch")  # the [bench] extra, not part of [dev]
   out = tmp_path / "bench"
