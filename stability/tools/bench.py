@@ -58,6 +58,9 @@ _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens
 _HEADS = flags.DEFINE_list(
     "heads", ["plain"], "output head + loss implementations to time (model.head_impl): plain "
     "(row `jax`), fused (row `jax fused-head`)")
+_HEAD_CHUNK_TOKENS = flags.DEFINE_list(
+    "head_chunk_tokens", ["2048"], "fused head: tokens per chunk of logits "
+    "(model.head_chunk_tokens); several values time one fused row each")
 _MEMBERS = flags.DEFINE_integer(
     "members", 0, "also time M runs at M learning rates trained as one vmapped program "
     "(stability/run.py) against M sequential steps; 0 = skip")
@@ -138,25 +141,38 @@ def compiled_memory_gib(run, state, batch) -> float:
   return (mem.argument_size_in_bytes + mem.temp_size_in_bytes + out_extra) / 2 ** 30
 
 
-def head_row(head_impl: str) -> str:
-  return "jax" if head_impl == "plain" else f"jax {head_impl}-head"
+def head_variants() -> list[tuple[str, int]]:
+  """(head_impl, tokens per chunk) of each JAX row: the fused head once per chunk size."""
+  chunks = [int(c) for c in _HEAD_CHUNK_TOKENS.value]
+  return [(h, c) for h in _HEADS.value for c in (chunks if h == "fused" else chunks[:1])]
 
 
-def bench_jax(config, tokens_BxL1: np.ndarray, head_impl: str) -> Row:
+def head_row(head_impl: str, chunk_tokens: int) -> str:
+  if head_impl == "plain":
+    return "jax"
+  suffix = f" c{chunk_tokens}" if len(_HEAD_CHUNK_TOKENS.value) > 1 else ""
+  return f"jax {head_impl}-head{suffix}"
+
+
+def bench_jax(config, tokens_BxL1: np.ndarray, head_impl: str, chunk_tokens: int) -> Row:
   """The jitted step with `head_impl`; with --steps=0 only its compiled memory."""
   t = time.perf_counter()
   config = config.copy_and_resolve_references()
   config.model.head_impl = head_impl
+  config.model.head_chunk_tokens = chunk_tokens
+  row = head_row(head_impl, chunk_tokens)
   run = run_lib.Run([config], _VOCAB.value)
   state = run.init_state(0)
-  first_loss = float(run.evaluate(state.params, [run.global_batch(check_rows(tokens_BxL1))])[0])
-  print(f"    initialised and evaluated in {time.perf_counter() - t:.1f} s", flush=True)
+  first_loss = None  # only needed beside a PyTorch row, and its compile is not free on a GPU
+  if any(_TORCH.value) or len(head_variants()) > 1:
+    first_loss = float(run.evaluate(state.params, [run.global_batch(check_rows(tokens_BxL1))])[0])
+  print(f"    initialised in {time.perf_counter() - t:.1f} s", flush=True)
   batch = run.global_batch(tokens_BxL1)
   compiled = compiled_memory_gib(run, state, batch)
   if not _STEPS.value:
-    return Row("", head_row(head_impl), None, None, first_loss, None, compiled)
+    return Row("", row, None, None, first_loss, None, compiled)
   compile_s, step_s = time_train_steps(run, state, batch)
-  return Row("", head_row(head_impl), step_s, compile_s, first_loss, jax_peak_memory_gib(),
+  return Row("", row, step_s, compile_s, first_loss, jax_peak_memory_gib(),
              compiled)
 
 
@@ -281,8 +297,9 @@ def measure(configs: dict, tokens: dict, record) -> None:
         record(guarded(size, f"torch {mode}",
                        lambda: bench_torch(config, tokens[size], params, mode)))
   for size, config in configs.items():
-    for head in _HEADS.value:
-      record(guarded(size, head_row(head), lambda: bench_jax(config, tokens[size], head)))
+    for head, chunk in head_variants():
+      record(guarded(size, head_row(head, chunk),
+                     lambda: bench_jax(config, tokens[size], head, chunk)))
     if _MEMBERS.value > 1:
       record(guarded(size, f"jax {_MEMBERS.value} LRs vmap",
                      lambda: bench_batched(config, tokens[size], _MEMBERS.value)))

@@ -30,15 +30,19 @@ from stability import sizes
 def define_flags() -> None:
   """The command-line flags, defined only when this runs as a program: importing the module
   (the tests) defines none, so it never clashes with another tool's flags."""
-  global _SIZE, _VOCAB, _HEAD, _BATCH, _SEQ_LEN, _DTYPE, _STEPS, _TOP
+  global _SIZE, _VOCAB, _HEAD, _BATCH, _SEQ_LEN, _DTYPE, _STEPS, _TOP, _MODEL_SET
   _SIZE = flags.DEFINE_string("size", "d256-L3", "model size")
   _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
   _HEAD = flags.DEFINE_enum("head_impl", "plain", ["plain", "fused"], "model.head_impl")
   _BATCH = flags.DEFINE_integer("batch", 16, "global batch (sequences)")
   _SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
-  _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+  _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"],
+                             "compute dtype; auto = float32 on CPU, bfloat16 on accelerators")
   _STEPS = flags.DEFINE_integer("steps", 5, "profiled steps (after 3 warm-up steps)")
   _TOP = flags.DEFINE_integer("top", 0, "also list the N ops with the most time, and their code")
+  _MODEL_SET = flags.DEFINE_multi_string(
+      "model", [], "other model.<key>=<value>, e.g. --model=attention_impl=fused "
+      "--model=remat=dots --model=head_chunk_tokens=16384")
 
 
 # (group, pattern of op_name), the first match wins.
@@ -52,6 +56,7 @@ GROUPS = (
     ("head + loss", re.compile(r"jvp\(")),  # the loss is differentiated outside the model
 )
 OPTIMIZER = "optimizer + clipping"
+UNATTRIBUTED = "unattributed (GPU kernels with no op of the step)"
 
 
 def group_of(op_name: str) -> str:
@@ -63,18 +68,27 @@ def bench_config():
   sizes.apply(c.model, _SIZE.value)
   c.data.source = "synthetic"
   c.data.synthetic.vocab_size = _VOCAB.value
-  c.model.update(seq_len=_SEQ_LEN.value, dtype=_DTYPE.value, head_impl=_HEAD.value)
+  dtype = _DTYPE.value
+  if dtype == "auto":
+    dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  c.model.update(seq_len=_SEQ_LEN.value, dtype=dtype, head_impl=_HEAD.value)
+  for item in _MODEL_SET.value:
+    key, value = item.split("=", 1)
+    c.model[key] = type(c.model[key])(value)
   c.data.batch_size = _BATCH.value
   c.opt.warmup_steps, c.train.steps = 10, 1000
   return c
 
 
 def op_names(run, state, batch) -> dict[str, str]:
-  """Compiled instruction name -> the op_name of the code it came from."""
+  """Compiled instruction name -> the op_name of the code it came from. Control flow (a loop, a
+  branch, a call) is left out: its events span the ops inside it, which are counted themselves."""
   with run.context():
     hlo = run.compiled_step(False).lower(state, batch, run.hypers).compile().as_text()
   pattern = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]+)\"")
-  return {m.group(1): m.group(2) for m in map(pattern.match, hlo.splitlines()) if m}
+  control_flow = re.compile(r"(?<![\w-])(while|conditional|call)\(")
+  return {m.group(1): m.group(2) for line in hlo.splitlines()
+          if (m := pattern.match(line)) and not control_flow.search(line)}
 
 
 def profile(run, state, batch, steps: int) -> tuple[jax.profiler.ProfileData, float]:
@@ -96,20 +110,24 @@ def profile(run, state, batch, steps: int) -> tuple[jax.profiler.ProfileData, fl
 
 
 def op_times(data, names: dict[str, str], steps: int) -> collections.Counter:
-  """Milliseconds per step of each op of the compiled step, by instruction name."""
+  """Milliseconds per step of each op of the compiled step. On a GPU every kernel of the trace
+  (its op is the `hlo_op` stat; kernels without one are reported as unattributed); on a CPU the
+  host's events named after an instruction."""
+  gpu_planes = [p for p in data.planes if p.name.startswith("/device:GPU")]
   times = collections.Counter()
-  for plane in data.planes:
+  for plane in gpu_planes or data.planes:
     for line in plane.lines:
       for event in line.events:
-        if event.name in names:
-          times[event.name] += event.duration_ns / 1e6 / steps
+        op = dict(event.stats).get("hlo_op", event.name)
+        if gpu_planes or op in names:
+          times[op] += event.duration_ns / 1e6 / steps
   return times
 
 
 def by_group(times: collections.Counter, names: dict[str, str]) -> collections.Counter:
   grouped = collections.Counter()
   for op, ms in times.items():
-    grouped[group_of(names[op])] += ms
+    grouped[group_of(names[op]) if op in names else UNATTRIBUTED] += ms
   return grouped
 
 
@@ -124,14 +142,15 @@ def main(argv):
   times = op_times(data, names, _STEPS.value)
   grouped = by_group(times, names)
   total = sum(grouped.values())
-  print(f"{_SIZE.value}, vocab {_VOCAB.value}, head {_HEAD.value}, {_DTYPE.value}, batch "
+  m = run.config.model
+  print(f"{_SIZE.value}, vocab {_VOCAB.value}, head {m.head_impl}, {m.dtype}, batch "
         f"{_BATCH.value}×{_SEQ_LEN.value} on {jax.devices()[0].device_kind}: {wall_ms:.0f} ms "
         f"per step (wall), {total:.0f} ms of op time on all threads")
   print("| part | op ms / step | share |\n|---|---|---|")
   for group, ms in grouped.most_common():
     print(f"| {group} | {ms:.1f} | {ms / total:.1%} |")
   for op, ms in times.most_common(_TOP.value):
-    print(f"{ms:8.1f} ms {ms / total:6.1%}  {op}  {names[op]}")
+    print(f"{ms:8.1f} ms {ms / total:6.1%}  {op}  {names.get(op, '?')}")
 
 
 if __name__ == "__main__":
