@@ -338,10 +338,12 @@ def main(argv):
   def record(row: Row) -> None:
     """Prints the row and rewrites --out.json: a run cut short keeps what it measured."""
     rows.append(row)
-    timed = (f"{row.step_s * 1e3:.1f} ms/step (compile {row.compile_s:.1f} s)" if row.step_s
-             else f"compiled step {row.compiled_gib:.2f} GiB")
-    print(f"    {row.error or timed}",
-          flush=True)
+    if row.error:
+      print(f"    {row.error}", flush=True)
+    elif row.step_s:
+      print(f"    {row.step_s * 1e3:.1f} ms/step (compile {row.compile_s:.1f} s)", flush=True)
+    else:
+      print(f"    compiled step {row.compiled_gib:.2f} GiB", flush=True)
     if _OUT.value:
       with open(_OUT.value + ".json", "w") as f:
         json.dump({"machine": machine, "tokens_per_step": tokens_per_step,

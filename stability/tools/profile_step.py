@@ -8,7 +8,8 @@ path, and `jvp`/`transpose` for the forward and backward passes). The op times o
 steps are summed by group: attention, MLP, layer norms, embedding, the head with the loss, and the
 optimizer with clipping (what runs outside the differentiated model). The sums are op time on
 every device thread together, not wall time: on two CPU threads they exceed the step's wall time
-where both threads are busy and fall short where one waits.
+where both threads are busy and fall short where one waits. On a GPU they are kernel times, with
+CUDA graphs off so that each kernel keeps the name of its op.
 """
 
 import collections
@@ -85,6 +86,11 @@ def op_names(run, state, batch) -> dict[str, str]:
   branch, a call) is left out: its events span the ops inside it, which are counted themselves."""
   with run.context():
     hlo = run.compiled_step(False).lower(state, batch, run.hypers).compile().as_text()
+  return names_in_hlo(hlo)
+
+
+def names_in_hlo(hlo: str) -> dict[str, str]:
+  """Instruction name -> op_name, for every instruction of `hlo` but control flow."""
   pattern = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]+)\"")
   control_flow = re.compile(r"(?<![\w-])(while|conditional|call)\(")
   return {m.group(1): m.group(2) for line in hlo.splitlines()
@@ -133,6 +139,11 @@ def by_group(times: collections.Counter, names: dict[str, str]) -> collections.C
 
 def main(argv):
   del argv
+  # On a GPU, XLA replays most of the step as CUDA graphs ("command buffers"), whose kernels the
+  # trace names after the graph, not the op: profile with them off (set before JAX starts).
+  flags_now = os.environ.get("XLA_FLAGS", "")
+  if "xla_gpu_enable_command_buffer" not in flags_now:
+    os.environ["XLA_FLAGS"] = f"{flags_now} --xla_gpu_enable_command_buffer=".strip()
   run = run_lib.Run([bench_config()], _VOCAB.value)
   state = run.init_state(0)
   tokens = np.random.default_rng(0).integers(0, _VOCAB.value, (_BATCH.value, _SEQ_LEN.value + 1))
