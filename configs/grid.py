@@ -19,6 +19,7 @@ import ml_collections
 from configs import base
 from stability import config_schema
 from stability import sizes
+from stability import step_memory
 
 SCALES = ("cpu", "gpu", "paper")
 
@@ -38,6 +39,7 @@ CPU_RANGE = (3e-3, 3e-1)
 SCALE_SETTINGS = {
     "cpu": {
         "data.source": "embedded", "data.batch_size": 16, "model.seq_len": 128,
+        "model.head_impl": "plain",  # what the reference runs were made with
         "train.steps": 300, "opt.warmup_steps": 30, "data.eval_batches": 4,
         "train.log_every": 10, "train.eval_every": 100, "train.ckpt_every": 100,
     },
@@ -52,6 +54,17 @@ SCALE_SETTINGS = {
         "train.log_every": 100, "train.eval_every": 5000, "train.ckpt_every": 5000,
     },
 }
+
+# The gpu and paper scales run on accelerators, with the settings measured fastest on an H100
+# (docs/performance.md): the fused head (no [tokens × V] logits), cuDNN flash attention, no
+# remat, and each step in the fewest microbatches that fit (`step_memory`), unless a point sets
+# train.grad_accum itself. The cpu scale names the plain head its reference runs were made with
+# (at its 259-token vocabulary the two heads time the same, and `auto` would choose it too).
+ACCELERATOR_SETTINGS = {
+    "model.head_impl": "fused", "model.head_chunk_tokens": 16384,
+    "model.attention_impl": "fused", "model.remat": "none",
+}
+C4_VOCAB_SIZE = 32101  # for the memory rule; the run resolves the real one from the data
 
 SCALE_SIZES = {
     # Joint width + depth, head dim 64 as in the paper (1, 2 and 2 heads): 0.1M, 0.4M, 0.8M.
@@ -134,9 +147,14 @@ def seeds_arg(kv: dict[str, str], default=(0,)) -> tuple[int, ...]:
 
 
 def config_for(point: Point, scale: str) -> ml_collections.ConfigDict:
-  """The base config, then the scale's settings, then the point's size, LR and overrides."""
+  """The base config, then the scale's settings (and on accelerators the fastest step that
+  fits), then the point's size, LR and overrides."""
   c = base.get_config(f"size={point.size},lr={point.lr}")
-  apply_overrides(c, {**SCALE_SETTINGS[scale], **point.overrides})
+  on_accelerator = ACCELERATOR_SETTINGS if scale != "cpu" else {}
+  apply_overrides(c, {**SCALE_SETTINGS[scale], **on_accelerator, **point.overrides})
+  if on_accelerator and "train.grad_accum" not in point.overrides:
+    c.train.grad_accum = step_memory.microbatches_to_fit(c.model, c.data.batch_size,
+                                                         C4_VOCAB_SIZE)
   return c
 
 

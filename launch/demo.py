@@ -6,7 +6,7 @@ seed), then prints the LR sensitivity of each arm, their ratio per size, and the
 logit at high LR, and draws the figures. Re-running reuses finished runs. `make reproduce`
 trains the whole ladder with two seeds (docs/reproduction.md).
 
-  python -m launch.demo [--out=results/demo] [--sizes=d64-L2+d128-L2] [--batch=on|off]
+  python -m launch.demo [--out=results/demo] [--sizes=d64-L2+d128-L2] [--batch=auto|on|off]
 
 (`--out` and `--batch` are launch.sweep's flags.)
 """
@@ -69,7 +69,7 @@ def main(argv):
   grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value},seeds=0")
   print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {out} "
         "(finished runs are reused)", flush=True)
-  sweep.run_grid(grid, out, batch=sweep._BATCH.value == "on")
+  sweep.run_grid(grid, out, batch=sweep.should_batch(sweep._BATCH.value, grid))
 
   runs = results.load_runs(out)
   table = sensitivity.sensitivity_table(runs)

@@ -61,6 +61,7 @@ def model_config() -> ml_collections.ConfigDict:
       qk_layernorm="per_head",  # per_head | full_width | off
       attention="softmax",      # softmax | squared_relu | forced
       attention_impl="explicit",  # explicit (einsum) | fused (cuDNN flash attention on GPU, else XLA)
+                                  # | chunked (blocks of queries, scores recomputed: less memory)
       forced_kappa=1.0,          # RMS² of q and k when attention == "forced" (Fig 10)
       rope_base=10000.0,
       parametrization="standard",  # standard | mup_simple | mup_intermediate | mup_full
@@ -68,7 +69,8 @@ def model_config() -> ml_collections.ConfigDict:
       dtype="bfloat16",
       param_dtype="float32",
       remat="none",             # none | full | dots
-      head_impl="plain",        # plain (float32 logits, then the loss) | fused (fused_head.py)
+      head_impl="auto",         # plain (float32 logits, then the loss) | fused (fused_head.py)
+                                # | auto: fused from a vocabulary of 8,192 up
       head_chunk_tokens=2048,   # fused: tokens per chunk of logits (batch × positions)
   ))
 

@@ -23,10 +23,14 @@ import jax.numpy as jnp
 
 QK_LAYERNORMS = ("per_head", "full_width", "off")
 ATTENTIONS = ("softmax", "squared_relu", "forced")
-ATTENTION_IMPLS = ("explicit", "fused")
+ATTENTION_IMPLS = ("explicit", "fused", "chunked")
+ATTENTION_BLOCK = 128  # queries per block of attention_impl=chunked
 PARAMETRIZATIONS = ("standard", "mup_simple", "mup_intermediate", "mup_full")
 REMATS = ("none", "full", "dots")
-HEAD_IMPLS = ("plain", "fused")
+HEAD_IMPLS = ("auto", "plain", "fused")
+# head_impl=auto takes the fused head from this vocabulary up: measured faster at 32,101 (CPU
+# 1.69×, H100 1.25×) and the same at 259 (docs/performance.md); the cut between is a choice.
+FUSED_HEAD_MIN_VOCAB = 8192
 LN_EPS = 1e-6
 
 
@@ -60,6 +64,7 @@ class ModelConfig:
   param_dtype: Any = jnp.float32
   remat: str = "none"
   head_impl: str = "plain"  # plain: float32 logits out; fused: the loss takes the head (fused_head)
+  # (config.model.head_impl may also say auto, resolved by `from_config` from the vocabulary)
   head_chunk_tokens: int = 2048
 
   @property
@@ -74,6 +79,8 @@ class ModelConfig:
       kw["vocab_size"] = vocab_size
     kw["dtype"] = jnp.dtype(kw.get("dtype", "bfloat16"))
     kw["param_dtype"] = jnp.dtype(kw.get("param_dtype", "float32"))
+    if kw.get("head_impl") == "auto":
+      kw["head_impl"] = "fused" if kw["vocab_size"] >= FUSED_HEAD_MIN_VOCAB else "plain"
     return cls(**kw)
 
 
@@ -115,6 +122,29 @@ def rms_normalize(x_BxLxHxK: jax.Array, kappa: float) -> jax.Array:
   return jnp.sqrt(kappa) * x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-12)
 
 
+def chunked_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale: float,
+                      block: int = ATTENTION_BLOCK):
+  """Causal softmax attention, one block of queries at a time. Each block's scores are recomputed
+  in the backward pass rather than stored: B·H·block·L floats live at once instead of the
+  explicit path's B·H·L² per layer. A sequence that is not a multiple of `block` is one block."""
+  b, length, h, k = q_BxLxHxK.shape
+  c = block if length % block == 0 else length
+  q_NxBxCxHxK = jnp.swapaxes(q_BxLxHxK.reshape(b, length // c, c, h, k), 0, 1)
+
+  @jax.checkpoint
+  def one_block(q_BxCxHxK, start):
+    logits_BxHxCxL = jnp.einsum("bqhk,bshk->bhqs", q_BxCxHxK, k_BxLxHxK,
+                                preferred_element_type=jnp.float32) * scale
+    causal_CxL = (start + jnp.arange(c))[:, None] >= jnp.arange(length)[None, :]
+    masked = jnp.where(causal_CxL, logits_BxHxCxL, jnp.finfo(jnp.float32).min)
+    weights_BxHxCxL = jax.nn.softmax(masked, axis=-1).astype(v_BxLxHxK.dtype)
+    return jnp.einsum("bhqs,bshk->bqhk", weights_BxHxCxL, v_BxLxHxK)
+
+  starts_N = jnp.arange(0, length, c)
+  out_NxBxCxHxK = jax.lax.map(lambda args: one_block(*args), (q_NxBxCxHxK, starts_N))
+  return jnp.swapaxes(out_NxBxCxHxK, 0, 1).reshape(b, length, h, k)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
 
@@ -148,10 +178,13 @@ class Attention(nn.Module):
     q_BxLxHxK = q_BxLxHxK.astype(cfg.dtype)
     k_BxLxHxK = k_BxLxHxK.astype(cfg.dtype)
     diagnose = self.is_mutable_collection("diagnostics")
-    if cfg.attention_impl == "fused" and cfg.attention == "softmax" and not diagnose:
+    plain_softmax = cfg.attention == "softmax" and not diagnose
+    if cfg.attention_impl == "fused" and plain_softmax:
       out_BxLxHxK = jax.nn.dot_product_attention(
           q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale=scale, is_causal=True,
           implementation=fused_attention_backend(jax.default_backend(), cfg.dtype, k))
+    elif cfg.attention_impl == "chunked" and plain_softmax:
+      out_BxLxHxK = chunked_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale)
     else:
       out_BxLxHxK = self._explicit(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale, diagnose)
 

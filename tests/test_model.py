@@ -195,3 +195,26 @@ def test_fused_attention_gives_the_explicit_loss_and_gradients_in_bfloat16():
   flat_e, flat_f = jax.tree_util.tree_leaves(grads_e), jax.tree_util.tree_leaves(grads_f)
   for g_e, g_f in zip(flat_e, flat_f):  # bf16 activations: compare each tensor's error to its norm
     assert np.linalg.norm(np.asarray(g_f - g_e)) <= 2e-2 * np.linalg.norm(np.asarray(g_e)) + 1e-6
+
+
+@pytest.mark.parametrize("length", [16, 12])  # 4 blocks of 4; not a multiple: one block
+def test_chunked_attention_equals_jax_attention_with_gradients(length):
+  """`attention_impl=chunked` against JAX's own causal attention, float32: values and the
+  gradients of q, k and v (its backward recomputes each block's scores)."""
+  keys = jax.random.split(jax.random.PRNGKey(7), 4)
+  q, k, v = (jax.random.normal(key, (2, length, 3, 8)) for key in keys[:3])
+  cotangent = jax.random.normal(keys[3], q.shape)
+  chunked = lambda q, k, v: model_lib.chunked_attention(q, k, v, 0.3, block=4)
+  reference = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=0.3, is_causal=True)
+  out, vjp = jax.vjp(chunked, q, k, v)
+  want, vjp_want = jax.vjp(reference, q, k, v)
+  np.testing.assert_allclose(out, want, atol=1e-5)
+  for got_grad, want_grad in zip(vjp(cotangent), vjp_want(cotangent)):
+    np.testing.assert_allclose(got_grad, want_grad, atol=1e-5)
+
+
+def test_chunked_attention_in_the_model_equals_explicit():
+  cfg, model, params, tokens = make()
+  chunked = Decoder(ModelConfig(**{**cfg.__dict__, "attention_impl": "chunked"}))
+  np.testing.assert_allclose(chunked.apply({"params": params}, tokens),
+                             model.apply({"params": params}, tokens), atol=1e-5)

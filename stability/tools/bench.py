@@ -51,7 +51,8 @@ _GRAD_ACCUM = flags.DEFINE_integer(
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after 2 warm-up steps)")
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "bfloat16", "float32"],
                            "compute dtype; auto = float32 on CPU, bfloat16 on accelerators")
-_ATTENTION = flags.DEFINE_enum("attention_impl", "explicit", ["explicit", "fused"], "attention")
+_ATTENTION = flags.DEFINE_enum("attention_impl", "explicit", ["explicit", "fused", "chunked"],
+                                "attention (model.attention_impl)")
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots"], "rematerialisation")
 _TORCH = flags.DEFINE_list("torch", ["eager", "compile"], "PyTorch references to time ('' = none)")
 _VOCAB = flags.DEFINE_integer("vocab", 32101, "vocabulary size (synthetic tokens)")
