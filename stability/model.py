@@ -29,7 +29,8 @@ PARAMETRIZATIONS = ("standard", "mup_simple", "mup_intermediate", "mup_full")
 REMATS = ("none", "full", "dots")
 HEAD_IMPLS = ("auto", "plain", "fused")
 # head_impl=auto takes the fused head from this vocabulary up: measured faster at 32,101 (CPU
-# 1.69×, H100 1.25×) and the same at 259 (docs/performance.md); the cut between is a choice.
+# 1.69×, H100 1.22× at the same settings) and the same at 259 on CPU (docs/performance.md); the
+# cut between is a choice.
 FUSED_HEAD_MIN_VOCAB = 8192
 LN_EPS = 1e-6
 
@@ -66,6 +67,10 @@ class ModelConfig:
   head_impl: str = "plain"  # plain: float32 logits out; fused: the loss takes the head (fused_head)
   # (config.model.head_impl may also say auto, resolved by `from_config` from the vocabulary)
   head_chunk_tokens: int = 2048
+
+  def __post_init__(self):
+    if self.head_impl not in ("plain", "fused"):  # `auto` is resolved by from_config
+      raise ValueError(f"head_impl={self.head_impl!r}: build with ModelConfig.from_config")
 
   @property
   def head_dim(self) -> int:
@@ -126,9 +131,9 @@ def chunked_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale: float,
                       block: int = ATTENTION_BLOCK):
   """Causal softmax attention, one block of queries at a time. Each block's scores are recomputed
   in the backward pass rather than stored: B·H·block·L floats live at once instead of the
-  explicit path's B·H·L² per layer. A sequence that is not a multiple of `block` is one block."""
+  explicit path's B·H·L² per layer. Blocks are the largest divisor of L up to `block`."""
   b, length, h, k = q_BxLxHxK.shape
-  c = block if length % block == 0 else length
+  c = max(d for d in range(1, min(block, length) + 1) if length % d == 0)
   q_NxBxCxHxK = jnp.swapaxes(q_BxLxHxK.reshape(b, length // c, c, h, k), 0, 1)
 
   @jax.checkpoint
@@ -178,15 +183,17 @@ class Attention(nn.Module):
     q_BxLxHxK = q_BxLxHxK.astype(cfg.dtype)
     k_BxLxHxK = k_BxLxHxK.astype(cfg.dtype)
     diagnose = self.is_mutable_collection("diagnostics")
-    plain_softmax = cfg.attention == "softmax" and not diagnose
-    if cfg.attention_impl == "fused" and plain_softmax:
-      out_BxLxHxK = jax.nn.dot_product_attention(
-          q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale=scale, is_causal=True,
-          implementation=fused_attention_backend(jax.default_backend(), cfg.dtype, k))
-    elif cfg.attention_impl == "chunked" and plain_softmax:
-      out_BxLxHxK = chunked_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale)
-    else:
+    if cfg.attention != "softmax" or cfg.attention_impl == "explicit":
       out_BxLxHxK = self._explicit(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale, diagnose)
+    else:
+      if diagnose:
+        self._sow_kernel_diagnostics(q_BxLxHxK, k_BxLxHxK, scale)
+      if cfg.attention_impl == "fused":
+        out_BxLxHxK = jax.nn.dot_product_attention(
+            q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale=scale, is_causal=True,
+            implementation=fused_attention_backend(jax.default_backend(), cfg.dtype, k))
+      else:
+        out_BxLxHxK = chunked_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale)
 
     return _dense(cfg.d_model, ("heads", "kv", "embed"), axis=(-2, -1), name="wo",
                   **dense)(out_BxLxHxK)
@@ -206,6 +213,16 @@ class Attention(nn.Module):
       masked = jnp.where(causal_LxL, logits_BxHxLxL, jnp.finfo(jnp.float32).min)
       weights_BxHxLxL = jax.nn.softmax(masked, axis=-1)
     return jnp.einsum("bhqs,bshk->bqhk", weights_BxHxLxL.astype(cfg.dtype), v_BxLxHxK)
+
+  def _sow_kernel_diagnostics(self, q_BxLxHxK, k_BxLxHxK, scale):
+    """The explicit path's statistics where the output comes from a kernel (fused, chunked):
+    the scores are formed once more, outside the gradient, and only reduced, so the log step
+    holds no B·H·L² scores for the backward pass and trains through the same kernel."""
+    q_BxLxHxK, k_BxLxHxK = jax.lax.stop_gradient((q_BxLxHxK, k_BxLxHxK))
+    logits_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK, k_BxLxHxK,
+                                preferred_element_type=jnp.float32) * scale
+    causal_LxL = jnp.tril(jnp.ones(logits_BxHxLxL.shape[-2:], bool))
+    self._sow_diagnostics(q_BxLxHxK, k_BxLxHxK, logits_BxHxLxL, causal_LxL, scale)
 
   def _sow_diagnostics(self, q_BxLxHxK, k_BxLxHxK, logits_BxHxLxL, causal_LxL, scale):
     """Max logit over valid causal entries; mean q and k norms; mean causal cosine(q_i, k_j)."""

@@ -197,7 +197,7 @@ def test_fused_attention_gives_the_explicit_loss_and_gradients_in_bfloat16():
     assert np.linalg.norm(np.asarray(g_f - g_e)) <= 2e-2 * np.linalg.norm(np.asarray(g_e)) + 1e-6
 
 
-@pytest.mark.parametrize("length", [16, 12])  # 4 blocks of 4; not a multiple: one block
+@pytest.mark.parametrize("length", [16, 14])  # 4 blocks of 4; 14 is not a multiple: blocks of 2
 def test_chunked_attention_equals_jax_attention_with_gradients(length):
   """`attention_impl=chunked` against JAX's own causal attention, float32: values and the
   gradients of q, k and v (its backward recomputes each block's scores)."""
@@ -218,3 +218,16 @@ def test_chunked_attention_in_the_model_equals_explicit():
   chunked = Decoder(ModelConfig(**{**cfg.__dict__, "attention_impl": "chunked"}))
   np.testing.assert_allclose(chunked.apply({"params": params}, tokens),
                              model.apply({"params": params}, tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["fused", "chunked"])
+def test_a_log_step_through_an_attention_kernel_reports_the_explicit_statistics(impl):
+  """The log step attends through the kernel too; its statistics equal the explicit path's."""
+  cfg, model, params, tokens = make()
+  logits_e, diag_e = diagnose(model, params, tokens)
+  logits_k, diag_k = diagnose(Decoder(dataclasses.replace(cfg, attention_impl=impl)), params,
+                              tokens)
+  np.testing.assert_allclose(logits_k, logits_e, atol=1e-5)
+  assert sorted(diag_k) == sorted(diag_e) and any("attn_logit_max" in key for key in diag_e)
+  for key in diag_e:
+    np.testing.assert_allclose(diag_k[key], diag_e[key], rtol=1e-5, err_msg=key)

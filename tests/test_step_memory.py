@@ -17,18 +17,24 @@ MEASURED = {"d256-L3": (1, 7.70), "d512-L6": (1, 21.00), "d768-L12": (2, 30.96),
 
 
 def model_cfg(size: str, seq_len: int = 512, chunk: int = 16384):
+  """config.model as the accelerator scales set it."""
   c = config_schema.default_config().model
   sizes.apply(c, size)
-  c.update(seq_len=seq_len, head_chunk_tokens=chunk)
+  c.update(seq_len=seq_len, head_chunk_tokens=chunk, head_impl="fused", attention_impl="fused")
   return c
 
 
 @pytest.mark.parametrize("size", MEASURED)
 def test_rule_matches_the_measured_peaks(size):
   microbatches, gib = MEASURED[size]
-  d, layers, _ = sizes.parse(size)
-  predicted = step_memory.step_bytes(d, layers, 256 * 512 // microbatches, 32101, 16384) / 2**30
+  predicted = step_memory.step_bytes(model_cfg(size), 256 * 512 // microbatches, 32101) / 2**30
   assert predicted == pytest.approx(gib, rel=0.05)
+
+
+def test_rule_matches_the_plain_head_measured_at_four_microbatches():
+  c = model_cfg("d256-L3")
+  c.head_impl = "plain"
+  assert step_memory.step_bytes(c, 256 * 512 // 4, 32101) / 2**30 == pytest.approx(9.38, rel=0.05)
 
 
 def test_fewest_microbatches_that_fit_are_the_measured_ones():
@@ -37,8 +43,23 @@ def test_fewest_microbatches_that_fit_are_the_measured_ones():
   assert step_memory.microbatches_to_fit(model_cfg("d2048-L24"), 256, 32101) == 16
   # A model whose state alone is over the budget must be sharded: microbatches cannot help.
   assert step_memory.microbatches_to_fit(model_cfg("d4096-L24"), 256, 32101) == 1
-  # Only divisors of the batch: 12 rows cannot be cut in 8.
-  assert 12 % step_memory.microbatches_to_fit(model_cfg("d2048-L24"), 12, 32101) == 0
+
+
+def test_microbatches_divide_the_batch_and_count_the_log_step():
+  c = model_cfg("d512-L6")
+  two_rows = step_memory.step_bytes(c, 2 * 512, 32101, log_step=True)
+  # 12 rows in microbatches of at most 2: 5 does not divide 12, so 6.
+  assert step_memory.microbatches_to_fit(c, 12, 32101, budget=two_rows) == 6
+  # A budget the train step fits in but the log step (its extra scores) does not.
+  train_only = step_memory.step_bytes(c, 12 * 512, 32101)
+  assert step_memory.microbatches_to_fit(c, 12, 32101, budget=train_only) > 1
+  # Explicit attention keeps its scores for the backward pass: more microbatches.
+  explicit = model_cfg("d1024-L24")
+  explicit.attention_impl = "explicit"
+  assert step_memory.microbatches_to_fit(explicit, 256, 32101) > 4
+  # No microbatch fits, but the state does: one row each.
+  one_row = step_memory.step_bytes(c, 512, 32101, log_step=True)
+  assert step_memory.microbatches_to_fit(c, 12, 32101, budget=one_row * 0.99) == 12
 
 
 def configs_of(scale: str) -> dict[str, object]:

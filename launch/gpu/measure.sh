@@ -6,12 +6,13 @@
 #              fewest microbatches that fit and no remat; d256-L3 at two chunk sizes
 #     profile  where the d256-L3 step's time goes, plain and fused heads
 #     demo     `make demo`'s grid (cpu scale) trained one run at a time, then as batched LR groups
-#     torch    per size: PyTorch eager and torch.compile, and JAX's plain and fused heads, at the
-#              same settings
+#     torch    per size: PyTorch eager and torch.compile, and JAX's plain and fused heads, all at
+#              4 microbatches (the plain head and PyTorch hold the [tokens × V] logits: at one
+#              microbatch they do not fit in 80 GB)
 #
 # SIZES (default "d256-L3 d1024-L24 d768-L12 d512-L6") picks the sizes of `fused` and `torch`, in
 # order; the fused head's chunk size for the others is the faster of d256-L3's two (or CHUNK).
-# PROFILE_HEADS (default "fused plain") and DEMO_ARGS (e.g. --sizes=d128-L2) narrow those parts.
+# PROFILE_HEADS (default "fused"; the plain head does not fit in one microbatch) and DEMO_ARGS (e.g. --sizes=d128-L2) narrow those parts.
 # BENCH_ARGS
 # and PROFILE_ARGS are appended to every bench and profile command (the last flag wins), e.g.
 # BENCH_ARGS="--batch=4 --seq_len=32 --steps=1" for a quick check of the script on a CPU.
@@ -50,10 +51,10 @@ step() {  # step NAME COMMAND...: runs COMMAND under the limit, its output into 
     "$tmp/$name.log" | tail -n 12
 }
 
-bench() {  # bench NAME SIZE ARGS...: stability.tools.bench of one size; its rows into rows.jsonl
-  local name=$1 size=$2; shift 2
+bench() {  # bench NAME SIZE MICROBATCHES ARGS...: stability.tools.bench of one size -> rows.jsonl
+  local name=$1 size=$2 microbatches=$3; shift 3
   step "$name" "$python" -m stability.tools.bench --sizes="$size" --batch=256 --seq_len=512 \
-    --vocab=32101 --attention_impl=fused --remat=none --grad_accum="${accum[$size]}" \
+    --vocab=32101 --attention_impl=fused --remat=none --grad_accum="$microbatches" \
     --steps=5 --out="$tmp/$name" "$@" ${BENCH_ARGS:-}
   [[ -f "$tmp/$name.json" ]] && "$python" -c "import json,sys; d=json.load(open(sys.argv[1]));
 [print(json.dumps(dict(r, machine=d['machine'], tokens_per_step=d['tokens_per_step'],
@@ -80,10 +81,11 @@ for part in "${parts[@]}"; do
       for size in "${sizes[@]}"; do
         chunks=$(best_chunk)
         [[ $size == d256-L3 ]] && chunks=2048,16384
-        bench "fused-$size" "$size" --torch= --heads=fused --head_chunk_tokens="$chunks"
+        bench "fused-$size" "$size" "${accum[$size]:-4}" --torch= --heads=fused \
+          --head_chunk_tokens="$chunks"
       done ;;
     profile)
-      for head in ${PROFILE_HEADS:-fused plain}; do
+      for head in ${PROFILE_HEADS:-fused}; do
         step "profile-$head" "$python" -m stability.tools.profile_step --size=d256-L3 \
           --batch=256 --seq_len=512 --vocab=32101 --head_impl=$head --top=8 \
           --model=attention_impl=fused --model=head_chunk_tokens="$(best_chunk)" ${PROFILE_ARGS:-}
@@ -97,7 +99,7 @@ for part in "${parts[@]}"; do
       done ;;
     torch)
       for size in "${sizes[@]}"; do
-        bench "torch-$size" "$size" --torch=eager,compile --heads=plain,fused \
+        bench "torch-$size" "$size" 4 --torch=eager,compile --heads=plain,fused \
           --head_chunk_tokens="$(best_chunk)"
       done ;;
     *) log "unknown part $part" ;;

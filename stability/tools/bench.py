@@ -78,7 +78,8 @@ class Row:
   step_s: float | None = None  # per member for a batched row
   compile_s: float | None = None  # the first call: tracing, compiling and one step
   first_loss: float | None = None
-  mem_gib: float | None = None  # the device's peak (accelerators only)
+  mem_gib: float | None = None  # the process's device peak so far: a row after a bigger one
+  # inherits its peak (accelerators only); compiled_gib is the row's own
   compiled_gib: float | None = None  # the compiled step's memory analysis (any backend)
   error: str | None = None
 

@@ -75,7 +75,9 @@ def bench_config():
   c.model.update(seq_len=_SEQ_LEN.value, dtype=dtype, head_impl=_HEAD.value)
   for item in _MODEL_SET.value:
     key, value = item.split("=", 1)
-    c.model[key] = type(c.model[key])(value)
+    current = c.model[key]
+    is_bool = isinstance(current, bool)
+    c.model[key] = value.lower() in ("1", "true") if is_bool else type(current)(value)
   c.data.batch_size = _BATCH.value
   c.opt.warmup_steps, c.train.steps = 10, 1000
   return c
