@@ -35,6 +35,17 @@ CPU_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 # the intervention (the paper allows shifting the range to where the optimum lies, App. B).
 CPU_RANGE = (3e-3, 3e-1)
 
+# The gpu and paper scales run on accelerators, with the settings measured fastest on an H100
+# (docs/performance.md): the fused head (no [tokens × V] logits), cuDNN flash attention, no
+# remat, and each step in the fewest microbatches that fit (`step_memory`), unless a point sets
+# train.grad_accum itself. The cpu scale names the plain head its reference runs were made with
+# (at its 259-token vocabulary the two heads time the same, and `auto` would choose it too).
+ACCELERATOR_SETTINGS = {
+    "model.head_impl": "fused", "model.head_chunk_tokens": 16384,
+    "model.attention_impl": "fused", "model.remat": "none",
+}
+C4_VOCAB_SIZE = 32101  # for the memory rule; the run resolves the real one from the data
+
 # Per scale: training length, batch and data; the defaults every experiment starts from.
 SCALE_SETTINGS = {
     "cpu": {
@@ -47,24 +58,15 @@ SCALE_SETTINGS = {
         "data.source": "c4", "data.batch_size": 64, "model.seq_len": 512,
         "train.steps": 10_000, "opt.warmup_steps": 500, "data.eval_batches": 20,
         "train.log_every": 50, "train.eval_every": 2000, "train.ckpt_every": 2000,
+        **ACCELERATOR_SETTINGS,
     },
     "paper": {
         "data.source": "c4", "data.batch_size": 256, "model.seq_len": 512,
         "train.steps": 100_000, "opt.warmup_steps": 5_000, "data.eval_batches": 100,
         "train.log_every": 100, "train.eval_every": 5000, "train.ckpt_every": 5000,
+        **ACCELERATOR_SETTINGS,
     },
 }
-
-# The gpu and paper scales run on accelerators, with the settings measured fastest on an H100
-# (docs/performance.md): the fused head (no [tokens × V] logits), cuDNN flash attention, no
-# remat, and each step in the fewest microbatches that fit (`step_memory`), unless a point sets
-# train.grad_accum itself. The cpu scale names the plain head its reference runs were made with
-# (at its 259-token vocabulary the two heads time the same, and `auto` would choose it too).
-ACCELERATOR_SETTINGS = {
-    "model.head_impl": "fused", "model.head_chunk_tokens": 16384,
-    "model.attention_impl": "fused", "model.remat": "none",
-}
-C4_VOCAB_SIZE = 32101  # for the memory rule; the run resolves the real one from the data
 
 SCALE_SIZES = {
     # Joint width + depth, head dim 64 as in the paper (1, 2 and 2 heads): 0.1M, 0.4M, 0.8M.
@@ -150,9 +152,8 @@ def config_for(point: Point, scale: str) -> ml_collections.ConfigDict:
   """The base config, then the scale's settings (and on accelerators the fastest step that
   fits), then the point's size, LR and overrides."""
   c = base.get_config(f"size={point.size},lr={point.lr}")
-  on_accelerator = ACCELERATOR_SETTINGS if scale != "cpu" else {}
-  apply_overrides(c, {**SCALE_SETTINGS[scale], **on_accelerator, **point.overrides})
-  if on_accelerator and "train.grad_accum" not in point.overrides:
+  apply_overrides(c, {**SCALE_SETTINGS[scale], **point.overrides})
+  if scale != "cpu" and "train.grad_accum" not in point.overrides:
     c.train.grad_accum = step_memory.microbatches_to_fit(c.model, c.data.batch_size,
                                                          C4_VOCAB_SIZE)
   return c

@@ -22,15 +22,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from stability import model as model_lib
+
 
 def chunk_len(batch: int, length: int, tokens_per_chunk: int) -> int:
   """The largest divisor of `length` whose chunk (batch × positions) holds ≤ tokens_per_chunk
   tokens; at least 1 position."""
-  best = 1
-  for c in range(1, length + 1):
-    if length % c == 0 and batch * c <= tokens_per_chunk:
-      best = c
-  return best
+  return model_lib.largest_divisor(length, tokens_per_chunk // batch)
 
 
 def _chunks(x_BxL, c: int):

@@ -84,9 +84,20 @@ class ModelConfig:
       kw["vocab_size"] = vocab_size
     kw["dtype"] = jnp.dtype(kw.get("dtype", "bfloat16"))
     kw["param_dtype"] = jnp.dtype(kw.get("param_dtype", "float32"))
-    if kw.get("head_impl") == "auto":
-      kw["head_impl"] = "fused" if kw["vocab_size"] >= FUSED_HEAD_MIN_VOCAB else "plain"
+    kw["head_impl"] = resolve_head_impl(kw.get("head_impl", "plain"), kw["vocab_size"])
     return cls(**kw)
+
+
+def resolve_head_impl(head_impl: str, vocab_size: int) -> str:
+  """`plain` or `fused`; `auto` is fused from FUSED_HEAD_MIN_VOCAB up."""
+  if head_impl != "auto":
+    return head_impl
+  return "fused" if vocab_size >= FUSED_HEAD_MIN_VOCAB else "plain"
+
+
+def largest_divisor(n: int, at_most: int) -> int:
+  """The largest divisor of `n` that is at most `at_most` (at least 1)."""
+  return max(d for d in range(1, max(1, min(at_most, n)) + 1) if n % d == 0)
 
 
 def _kernel_init(scale: float = 1.0) -> nn.initializers.Initializer:
@@ -133,7 +144,7 @@ def chunked_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale: float,
   in the backward pass rather than stored: B·H·block·L floats live at once instead of the
   explicit path's B·H·L² per layer. Blocks are the largest divisor of L up to `block`."""
   b, length, h, k = q_BxLxHxK.shape
-  c = max(d for d in range(1, min(block, length) + 1) if length % d == 0)
+  c = largest_divisor(length, block)
   q_NxBxCxHxK = jnp.swapaxes(q_BxLxHxK.reshape(b, length // c, c, h, k), 0, 1)
 
   @jax.checkpoint
@@ -148,6 +159,14 @@ def chunked_attention(q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale: float,
   starts_N = jnp.arange(0, length, c)
   out_NxBxCxHxK = jax.lax.map(lambda args: one_block(*args), (q_NxBxCxHxK, starts_N))
   return jnp.swapaxes(out_NxBxCxHxK, 0, 1).reshape(b, length, h, k)
+
+
+def _scores(q_BxLxHxK, k_BxLxHxK, scale: float):
+  """(float32 attention logits [B, H, L, L], the causal mask [L, L])."""
+  length = q_BxLxHxK.shape[1]
+  logits_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK, k_BxLxHxK,
+                              preferred_element_type=jnp.float32) * scale
+  return logits_BxHxLxL, jnp.tril(jnp.ones((length, length), bool))
 
 
 class Attention(nn.Module):
@@ -200,10 +219,7 @@ class Attention(nn.Module):
 
   def _explicit(self, q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, scale, diagnose):
     cfg = self.cfg
-    length = q_BxLxHxK.shape[1]
-    logits_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK, k_BxLxHxK,
-                                preferred_element_type=jnp.float32) * scale
-    causal_LxL = jnp.tril(jnp.ones((length, length), bool))
+    logits_BxHxLxL, causal_LxL = _scores(q_BxLxHxK, k_BxLxHxK, scale)
     if diagnose:
       self._sow_diagnostics(q_BxLxHxK, k_BxLxHxK, logits_BxHxLxL, causal_LxL, scale)
     if cfg.attention == "squared_relu":  # Fig E.11: pointwise, scaled by 1/sqrt(seq_len)
@@ -219,9 +235,7 @@ class Attention(nn.Module):
     the scores are formed once more, outside the gradient, and only reduced, so the log step
     holds no B·H·L² scores for the backward pass and trains through the same kernel."""
     q_BxLxHxK, k_BxLxHxK = jax.lax.stop_gradient((q_BxLxHxK, k_BxLxHxK))
-    logits_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK, k_BxLxHxK,
-                                preferred_element_type=jnp.float32) * scale
-    causal_LxL = jnp.tril(jnp.ones(logits_BxHxLxL.shape[-2:], bool))
+    logits_BxHxLxL, causal_LxL = _scores(q_BxLxHxK, k_BxLxHxK, scale)
     self._sow_diagnostics(q_BxLxHxK, k_BxLxHxK, logits_BxHxLxL, causal_LxL, scale)
 
   def _sow_diagnostics(self, q_BxLxHxK, k_BxLxHxK, logits_BxHxLxL, causal_LxL, scale):

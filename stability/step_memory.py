@@ -33,9 +33,7 @@ def step_bytes(model_cfg, tokens: int, vocab_size: int, log_step: bool = False) 
   step that also computes the diagnostics. `model_cfg` is `config.model`."""
   d, layers = model_cfg.d_model, model_cfg.num_layers
   params = flops.non_embedding_params(d, layers) + 2 * vocab_size * d
-  fused = model_cfg.head_impl == "fused" or (
-      model_cfg.head_impl == "auto" and vocab_size >= model_lib.FUSED_HEAD_MIN_VOCAB)
-  if fused:
+  if model_lib.resolve_head_impl(model_cfg.head_impl, vocab_size) == "fused":
     logits = FUSED_LOGIT_BYTES * min(model_cfg.head_chunk_tokens, tokens) * vocab_size
   else:
     logits = PLAIN_LOGIT_BYTES * tokens * vocab_size
