@@ -1,12 +1,18 @@
 """`make demo`: the paper's headline on a laptop, in minutes.
 
-Trains 0.1M- and 0.4M-parameter decoders on the embedded corpus at 7 learning rates, with and
-without qk-layernorm (the `cpu` scale of configs/fig1_qk_layernorm.py, its two smaller sizes, one
-seed), then prints the LR sensitivity of each arm, their ratio per size, and the max attention
-logit at high LR, and draws the figures. Re-running reuses finished runs. `make reproduce`
-trains the whole ladder with two seeds (docs/reproduction.md).
+Trains a 0.1M-parameter decoder on the embedded corpus at 7 learning rates, with and without
+qk-layernorm, from two seeds (the `cpu` scale of configs/fig1_qk_layernorm.py at its smallest
+size), then prints the LR sensitivity of each arm, their ratio per seed and over both, the max
+attention logit at high LR, and the same ratios in the committed reference runs of the whole
+ladder, and draws the figures. Re-running reuses finished runs.
 
-  python -m launch.demo [--out=results/demo] [--sizes=d64-L2+d128-L2] [--batch=auto|on|off]
+Why two seeds of one size: one seed's LR sensitivity moves by about 0.07 from seed to seed (the
+reference's spread), as much as the margin the headline is judged by; two seeds of the two
+smaller sizes take 17 minutes here, two of the smallest 7. `make reproduce` trains the whole
+ladder (docs/reproduction.md).
+
+  python -m launch.demo [--out=results/demo] [--sizes=d64-L2] [--seeds=0+1]
+                        [--reference=reference/cpu/fig1_qk_layernorm] [--batch=auto|on|off]
 
 (`--out` and `--batch` are launch.sweep's flags.)
 """
@@ -23,14 +29,20 @@ from configs import fig1_qk_layernorm
 from launch import sweep
 from stability import runtime
 
-_SIZES = flags.DEFINE_string("sizes", "d64-L2+d128-L2", "model sizes, joined by '+'")
+_SIZES = flags.DEFINE_string("sizes", "d64-L2", "model sizes, joined by '+'")
+_SEEDS = flags.DEFINE_string("seeds", "0+1", "seeds, joined by '+'")
+_REFERENCE = flags.DEFINE_string(
+    "reference", "reference/cpu/fig1_qk_layernorm",
+    "committed runs of the same experiment to compare with ('' for none)")
 
 
 def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
   """Per arm: the max attention logit of block 0 over training, at each LR from 1e-2 up, for the
-  largest size."""
+  largest size and the first seed."""
   runs = runs[runs["num_params"] == runs["num_params"].max()]
-  lines = [f"max attention logit of block 0 over training ({metric}), {runs['size'].iloc[0]}:",
+  runs = runs[runs["seed"] == runs["seed"].min()]
+  lines = [f"max attention logit of block 0 over training ({metric}), {runs['size'].iloc[0]}, "
+           f"seed {runs['seed'].iloc[0]}:",
            f"  {'lr':>8s}" + "".join(f"{arm:>14s}" for arm in sorted(runs.arm.unique()))]
   for lr in sorted(runs.lr.unique()):
     if lr < 1e-2:
@@ -49,15 +61,41 @@ def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
 
 
 def ratio_lines(table) -> str:
-  """Per size: LR sensitivity with qk-layernorm over that without (the headline in a number)."""
-  wide = table.pivot_table(index="size", columns="arm", values="sensitivity")
-  if not {"qkln-on", "qkln-off"} <= set(wide.columns):
+  """Per size: LR sensitivity with qk-layernorm over that without, per seed and over the seeds
+  (the headline in a number)."""
+  if not {"qkln-on", "qkln-off"} <= set(table.arm):
     return "(both arms are needed for the ratio)"
+  by_seed = table.pivot_table(index=["size", "seed"], columns="arm", values="sensitivity")
+  mean = table.pivot_table(index="size", columns="arm", values="sensitivity")
   order = table.groupby("size")["num_params"].first().sort_values().index
   lines = ["LR sensitivity with qk-layernorm / without (lower: qk-layernorm helps more):"]
   for size in order:
-    on, off = wide.loc[size, "qkln-on"], wide.loc[size, "qkln-off"]
-    lines.append(f"  {size:10s} {on:.3f} / {off:.3f} = {on / off:.2f}")
+    cells = [f"seed {seed}: {row['qkln-on']:.3f} / {row['qkln-off']:.3f} = "
+             f"{row['qkln-on'] / row['qkln-off']:.2f}" for (s, seed), row in by_seed.iterrows()
+             if s == size]
+    on, off = mean.loc[size, "qkln-on"], mean.loc[size, "qkln-off"]
+    seeds = len(cells)
+    if seeds > 1:
+      cells.append(f"mean of {seeds} seeds: {on:.3f} / {off:.3f} = {on / off:.2f}")
+    lines.append(f"  {size:10s} " + "; ".join(cells))
+  return "\n".join(lines)
+
+
+def reference_lines(runs, reference_dir: str) -> str:
+  """The ratios of the committed reference runs, and how this machine's runs compare with the
+  reference runs of the same points (equal final losses: the same numerics)."""
+  reference = results.load_runs(reference_dir)
+  lines = [f"the reference runs ({reference_dir}, `make reproduce`), every size and seed:",
+           ratio_lines(sensitivity.sensitivity_table(reference)).split("\n", 1)[1]]
+  ours = runs.set_index("name")["final_eval_loss"]
+  theirs = reference.set_index("name")["final_eval_loss"].reindex(ours.index)
+  both = ours.notna() & theirs.notna()
+  if both.any():
+    equal = int((ours[both] == theirs[both]).sum())
+    gap = float((ours[both] - theirs[both]).abs().max())
+    lines.append(f"this demo's final eval losses equal the reference's in {equal} of "
+                 f"{int(both.sum())} runs (largest difference {gap:.2g}; other machines and "
+                 "thread counts round differently)")
   return "\n".join(lines)
 
 
@@ -66,7 +104,7 @@ def main(argv):
   runtime.enable_compilation_cache()
   start = time.time()
   out = sweep._OUT.value or "results/demo"
-  grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value},seeds=0")
+  grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value},seeds={_SEEDS.value}")
   print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {out} "
         "(finished runs are reused)", flush=True)
   sweep.run_grid(grid, out, batch=sweep.should_batch(sweep._BATCH.value, grid))
@@ -83,6 +121,9 @@ def main(argv):
   print(ratio_lines(table))
   print()
   print(max_logit_table(runs))
+  if _REFERENCE.value and os.path.isdir(_REFERENCE.value):
+    print()
+    print(reference_lines(runs, _REFERENCE.value))
   print(f"\nfigures: {os.path.join(out_dir, 'demo.png')} and {len(written)} more in {out_dir}")
   print(f"[demo] done in {(time.time() - start) / 60:.1f} min")
 

@@ -8,7 +8,9 @@ run's checkpoint holds its plain state). Either way everything a `Run` returns s
 metrics, eval losses and finiteness carry one entry per member.
 """
 
+import collections
 import contextlib
+import copy
 import functools
 
 import flax.linen as nn
@@ -35,6 +37,15 @@ def batchable_key(config) -> str:
     d["opt"].pop(name, None)
   d["opt"]["clipped"] = config.opt.clip_norm > 0  # clipping on or off changes the program
   return str(sorted((g, sorted(v.items()) if isinstance(v, dict) else v) for g, v in d.items()))
+
+
+def program_key(configs) -> str:
+  """Groups with equal keys compile to the same programs: the same batchable key but for the
+  seeds (init and data order are arguments of the programs, not part of them), and as many
+  members."""
+  config = copy.deepcopy(configs[0])
+  config.train.seed = config.data.seed = 0
+  return f"{len(configs)} members, {batchable_key(config)}"
 
 
 def check_batchable(configs) -> None:
@@ -78,6 +89,10 @@ def _per_member(fn, k: int, in_axes: tuple):
   return lambda *args: jax.tree_util.tree_map(lambda x: x[None], fn(*args))
 
 
+def _hypers_of(configs) -> dict[str, np.ndarray]:
+  return {n: np.asarray([c.opt[n] for c in configs], np.float32) for n in optim.SCALAR_HYPERS}
+
+
 class Run:
   """M ≥ 1 runs of configs that differ only in SCALAR_HYPERS, compiled as one program."""
 
@@ -98,8 +113,8 @@ class Run:
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     # Scalar hyper-parameters are arguments, not constants: every point of an LR sweep runs the
     # same compiled program (and hits JAX's persistent compilation cache).
-    self.hypers = {n: np.asarray([c.opt[n] for c in configs], np.float32)
-                   for n in optim.SCALAR_HYPERS}
+    self.hypers = _hypers_of(configs)
+    self.key = program_key(configs)
     self._build_shardings()
     self._build_steps()
 
@@ -162,6 +177,15 @@ class Run:
     self._params_finite = jax.jit(_per_member(step_lib.params_finite, self.num_members, (0,)),
                                   in_shardings=(self.param_shardings,), out_shardings=repl)
 
+  def use_hypers_of(self, configs) -> "Run":
+    """These programs for `configs`, whose `program_key` is this run's: their hyper-parameters
+    replace its own (the seeds are passed at init, the data order is the iterator's)."""
+    if program_key(configs) != self.key:
+      raise ValueError("use_hypers_of needs configs that compile to this run's programs")
+    self.hypers = _hypers_of(configs)
+    self.__dict__.pop("_device_hypers", None)
+    return self
+
   def compiled_step(self, diagnose: bool):
     """The jitted step `(state, tokens, hypers) -> (state, metrics)`, e.g. to `.lower()` it."""
     return self._steps[diagnose]
@@ -201,3 +225,21 @@ class Run:
     """[M] whether each member's parameters are all finite."""
     with self.context():
       return np.asarray(jax.device_get(self._params_finite(params)))
+
+
+# The last few Runs built in this process, by program_key: the next point of a sweep that
+# differs only in LR or seed steps through programs already traced and compiled.
+_RECENT_RUNS: collections.OrderedDict[str, Run] = collections.OrderedDict()
+RECENT_RUNS_KEPT = 4
+
+
+def cached_run(configs, vocab_size: int) -> Run:
+  """A Run for `configs`: a recent one of the same programs with their hyper-parameters, else
+  a new one."""
+  key = program_key(configs)
+  run = _RECENT_RUNS.pop(key, None)
+  run = Run(configs, vocab_size) if run is None else run.use_hypers_of(configs)
+  _RECENT_RUNS[key] = run
+  while len(_RECENT_RUNS) > RECENT_RUNS_KEPT:
+    _RECENT_RUNS.popitem(last=False)
+  return run

@@ -50,7 +50,7 @@ def _validated(configs) -> None:
 
 
 def _train(configs, workdirs, checkpoint_dir) -> list[dict]:
-  run = run_lib.Run(configs, resolve_vocab_size(configs[0]))  # a bad config fails here
+  run = run_lib.cached_run(configs, resolve_vocab_size(configs[0]))  # a bad config fails here
   is_writer = jax.process_index() == 0
   members = [loop.Member(i, c, w, is_writer=is_writer)
              for i, (c, w) in enumerate(zip(configs, workdirs))]

@@ -194,11 +194,14 @@ def compile_count(kind: str = "all") -> int:
 
 def inject_nonfinite(monkeypatch, kind: str, at_step: int) -> None:
   """Makes step `at_step` non-finite in one place: the loss (Inf), a gradient or a parameter
-  after the update (NaN); traced into the jitted train step of every Run built afterwards."""
+  after the update (NaN); traced into the jitted train step of every Run built afterwards (the
+  Runs already built keep their programs: the test starts from an empty cache of them)."""
   import jax
   import jax.numpy as jnp
   import optax
+  from stability import run as run_lib
   from stability import step as step_lib
+  monkeypatch.setattr(run_lib, "_RECENT_RUNS", collections.OrderedDict())
   now = {}
   bad = {"loss": jnp.inf, "grads": jnp.nan, "params": jnp.nan}[kind]
 

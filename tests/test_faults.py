@@ -653,13 +653,13 @@ def test_workdir_of_another_config_is_refused_untouched(tmp_path, reference):
 
 def test_model_vocabulary_smaller_than_the_data_is_refused(tmp_path, monkeypatch):
   """model.vocab_size=100 on 259-id data: out-of-range ids would train on NaN embeddings (the run
-  used to end "diverged" at step 0). Building Run() counts as not refused, so a regression fails
+  used to end "diverged" at step 0). Building a Run counts as not refused, so a regression fails
   fast."""
   workdir = tmp_path / "run"
 
-  def not_refused(config, vocab_size, *args, **kwargs):
-    raise AssertionError(f"Run() built for model.vocab_size={config.model.vocab_size}")
-  monkeypatch.setattr(train, "Run", not_refused, raising=False)
+  def not_refused(configs, vocab_size, *args, **kwargs):
+    raise AssertionError(f"Run built for model.vocab_size={configs[0].model.vocab_size}")
+  monkeypatch.setattr(train.run_lib, "cached_run", not_refused)
   with pytest.raises(ValueError, match=r"config\.model\.vocab_size=100 is smaller than the 259 "
                      r"token ids.*set it to 0"):
     train.train_and_evaluate(fault_config({"model.vocab_size": 100}), str(workdir))

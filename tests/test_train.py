@@ -5,6 +5,7 @@ Multi-device and kill tests run in subprocesses: XLA_FLAGS must be set before JA
 SIGKILL must hit a real process.
 """
 
+import collections
 import json
 import math
 import os
@@ -267,6 +268,26 @@ def test_sigterm_checkpoints_then_rerun_finishes(tmp_path, uninterrupted):
 
 
 # --- 4. divergence, finished runs, a changed config ----------------------------------------
+
+
+def test_next_lr_and_seed_reuse_the_run_and_train_as_from_a_new_one(tmp_path, monkeypatch):
+  """A sweep's next point (another LR and seed, same shapes) steps through the programs of the
+  Run already built, with its own hyper-parameters: bit for bit the run a new Run trains."""
+  monkeypatch.setattr(run_lib, "_RECENT_RUNS", collections.OrderedDict())
+  other = tiny_config({**RESUME, "opt.peak_lr": 1e-2, "train.seed": 1, "data.seed": 1})
+  train.train_and_evaluate(tiny_config(RESUME), str(tmp_path / "first"))
+  [first] = run_lib._RECENT_RUNS.values()
+  assert run_lib.cached_run([tiny_config(RESUME, size="d128-L1")], VOCAB) is not first
+  with pytest.raises(ValueError, match="compile to this run"):
+    first.use_hypers_of([tiny_config({**RESUME, "opt.warmup_steps": 3})])
+  train.train_and_evaluate(other, str(tmp_path / "reused"))
+  assert run_lib.cached_run([other], VOCAB) is first
+  assert first.hypers["peak_lr"].tolist() == [np.float32(1e-2)]
+  monkeypatch.setattr(run_lib, "_RECENT_RUNS", collections.OrderedDict())
+  train.train_and_evaluate(other, str(tmp_path / "new"))
+  assert losses_by_step(tmp_path / "reused") == losses_by_step(tmp_path / "new")
+  assert (read_jsonl(tmp_path / "reused" / "eval.jsonl")
+          == read_jsonl(tmp_path / "new" / "eval.jsonl"))
 
 
 def test_divergence_is_a_result_not_an_error(tmp_path):
