@@ -409,9 +409,11 @@ def make_experiment_figures(sweep_dir: results.PathLike, out_dir: results.PathLi
 
 
 def _headline_lr(runs: pd.DataFrame, stable_arm: str) -> float:
-  """The highest LR at which the stable arm finished without diverging."""
-  ok = runs[(runs["arm"] == stable_arm) & (runs["status"] == "done")]
-  return float(ok["lr"].max()) if len(ok) else float(runs["lr"].max())
+  """The highest LR at which every run of the stable arm (each size and seed) finished without
+  diverging."""
+  stable = runs[runs["arm"] == stable_arm]
+  all_done = (stable["status"] == "done").groupby(stable["lr"]).all()
+  return float(all_done[all_done].index.max()) if all_done.any() else float(runs["lr"].max())
 
 
 def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
@@ -425,6 +427,7 @@ def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
     raise ValueError(f"no finished runs of arms {arms}")
   lr = lr if lr is not None else _headline_lr(runs, arms[0])
   colors = {arms[0]: "tab:blue", arms[1]: "tab:red"}
+  several_seeds = "seed" in runs and runs["seed"].nunique() > 1
   fig, (ax_lr, ax_logit, ax_loss) = _figure(3, panel_width=4.6)
   init_loss = float(runs["init_eval_loss"].mean())
   for arm in arms:
@@ -436,7 +439,7 @@ def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
       m = results.load_metrics(row["run_dir"], columns=["attn_logit_max/block_0", "train_loss"])
       if m.empty or not {"attn_logit_max/block_0", "train_loss"} <= set(m.columns):
         continue
-      label = f"{arm} {row['size']}"
+      label = f"{arm} {row['size']}" + (f" seed {row['seed']:g}" if several_seeds else "")
       ax_logit.plot(m["step"], m["attn_logit_max/block_0"], color=colors[arm], label=label)
       ax_loss.plot(m["step"], m["train_loss"], color=colors[arm], label=label)
   if not ax_logit.lines:

@@ -9,6 +9,7 @@ import sys
 import pathlib
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import figures, prediction, report, results, sensitivity
@@ -273,6 +274,15 @@ def test_figures_have_the_right_axes(tmp_path):
   for suffix in ("png", "svg"):
     assert (tmp_path / f"loss.{suffix}").stat().st_size > 1000
   assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_headline_lr_is_the_highest_where_every_seed_of_the_stable_arm_trained():
+  runs = pd.DataFrame({
+      "arm": ["qkln-on"] * 4 + ["qkln-off"] * 2, "lr": [0.3, 0.3, 1.0, 1.0, 0.3, 1.0],
+      "seed": [0, 1, 0, 1, 0, 0],
+      "status": ["done", "done", "done", "diverged", "diverged", "diverged"]})
+  assert figures._headline_lr(runs, "qkln-on") == 0.3
+  assert figures._headline_lr(runs[runs["seed"] == 0], "qkln-on") == 1.0
 
 
 def test_make_experiment_figures_writes_the_standard_set(tmp_path):
