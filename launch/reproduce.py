@@ -2,12 +2,14 @@
 
   python -m launch.reproduce [--only=fig1_qk_layernorm,fig3_output_logit_divergence]
                              [--out=results/reproduce] [--reference=reference/cpu]
-                             [--doc=docs/reproduction.md] [--train=false]
+                             [--doc=docs/reproduction.md] [--train=false] [--batch=auto]
 
 For each experiment, in the order of EXPERIMENTS:
   1. points whose config equals a finished run of an earlier experiment are copied, not trained
      (the default-recipe runs are shared by most figures);
-  2. the rest are trained by launch.sweep's runner: resumable, locked, a failed point recorded;
+  2. the rest are trained by launch.sweep's runner: resumable, locked, a failed point recorded,
+     an experiment's LRs batched into one program where `--batch` says (auto: on an accelerator,
+     at small steps; never on a CPU, where it does not pay);
   3. its runs are written, compact, to `<reference>/<experiment>/` (reference.export).
 Then every claim is checked on `<reference>` and the page is redrawn (analysis.reproduction).
 Re-running trains only what is missing. `--train=false` only redraws the page.
@@ -38,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--doc", default="docs/reproduction.md", help="the page ('' for none)")
   parser.add_argument("--train", default="true", choices=["true", "false"],
                       help="train missing points (false: only export and redraw the page)")
+  parser.add_argument("--batch", default="auto", choices=["auto", "on", "off"],
+                      help="train each experiment's LRs as vmapped groups (launch.sweep --batch)")
   return parser.parse_args(argv)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
@@ -192,7 +196,8 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
   t0 = time.time()
   counts = {}
   if args.train == "true":
-    counts = sweep.run_grid(grid, out_dir, should_stop=STOP.is_set)
+    counts = sweep.run_grid(grid, out_dir, batch=sweep.should_batch(args.batch, grid),
+                            should_stop=STOP.is_set)
     print(f"[reproduce] {grid.experiment}: " + ", ".join(f"{v} {k}" for k, v in
                                                          sorted(counts.items()))
           + f" in {(time.time() - t0) / 60:.1f} min", flush=True)

@@ -143,6 +143,20 @@ def test_a_preempted_experiment_stops_the_reproduction(tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "ref" / "fig11_grad_rms")
 
 
+def test_batch_flag_reaches_the_sweep_runner_and_auto_never_batches_on_cpu(tmp_path, monkeypatch):
+  batched = []
+
+  def fake_run_grid(grid, out_dir, only="", batch=False, should_stop=lambda: False):
+    batched.append(batch)
+    return {"done": 1}
+
+  monkeypatch.setattr(reproduce.sweep, "run_grid", fake_run_grid)
+  for flag in ("auto", "on", "off"):
+    reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}", "--doc=",
+                    "--only=fig10", f"--batch={flag}"])
+  assert batched == [False, True, False]
+
+
 def test_sigterm_between_points_stops_before_the_next_point(tmp_path, monkeypatch):
   seen = []
 
