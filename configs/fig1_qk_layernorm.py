@@ -4,7 +4,7 @@ Arms: qk-layernorm per head (the default) vs off; everything else default (z-los
 weight decay). Makes: final eval loss vs LR per size (Fig 1 top), LR sensitivity vs parameters
 (Fig 1 bottom), max attention logit of block 0 over training (Fig 2), q/k norms and cosine (E.1).
 
-cpu scale (what `make reproduce` runs; `make demo` runs its two smaller sizes, seed 0):
+cpu scale (what `make reproduce` runs; `make demo` runs its smallest size, both seeds):
 - sizes d64-L2, d128-L2, d128-L4 (0.1M, 0.4M, 0.8M non-embedding parameters): width, depth and
   heads grow together as in the paper's ladder, and each run takes 15-60 s on two CPU cores.
 - head dim 64, the paper's, so d64 has one head and d128 two. Attention-logit growth is a
