@@ -224,6 +224,7 @@ class Group:
     self.shared = {  # the summary fields every member shares (init_eval_loss: `begin`)
         "num_params": flops.non_embedding_params(m.d_model, m.num_layers, m.mlp_ratio),
         "vocab_size": run.model_cfg.vocab_size,
+        "head_impl": run.model_cfg.head_impl,  # what config's `auto` resolved to
         "flops_per_token": flops.model_flops_per_token(m, run.model_cfg.vocab_size),
         "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
         "batched_members": len(members)}

@@ -290,6 +290,14 @@ def test_next_lr_and_seed_reuse_the_run_and_train_as_from_a_new_one(tmp_path, mo
           == read_jsonl(tmp_path / "new" / "eval.jsonl"))
 
 
+def test_summary_names_the_head_that_auto_resolved_to(tmp_path):
+  """config.json keeps `auto`; the summary says which head ran (plain below vocab 8192)."""
+  config = tiny_config({"model.head_impl": "auto", "train.steps": 2, "opt.warmup_steps": 1})
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert (summary["status"], summary["head_impl"]) == ("done", "plain")
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["head_impl"] == "auto"
+
+
 def test_divergence_is_a_result_not_an_error(tmp_path):
   """An absurd LR ends as status diverged with readable files, and a rerun does nothing."""
   workdir = tmp_path / "lr1e6"
