@@ -60,25 +60,29 @@ def max_logit_table(runs, metric: str = "attn_logit_max/block_0") -> str:
   return "\n".join(lines)
 
 
+def ratio_rows(table) -> list[str]:
+  """Per size: LR sensitivity with qk-layernorm over that without, per seed and, over the seeds
+  where both arms have one, their means."""
+  sens = {(r.size, r.seed, r.arm): r.sensitivity for r in table.itertuples()
+          if math.isfinite(r.sensitivity)}
+  rows = []
+  for size in table.groupby("size")["num_params"].first().sort_values().index:
+    seeds = sorted(seed for (s, seed, arm) in sens if s == size and arm == "qkln-on"
+                   and (size, seed, "qkln-off") in sens)
+    pairs = [(sens[size, seed, "qkln-on"], sens[size, seed, "qkln-off"]) for seed in seeds]
+    cells = [f"seed {seed:g}: {on:.3f} / {off:.3f} = {on / off:.2f}"
+             for seed, (on, off) in zip(seeds, pairs)]
+    if len(pairs) > 1:
+      on, off = (sum(p[i] for p in pairs) / len(pairs) for i in (0, 1))
+      cells.append(f"mean of {len(pairs)} seeds: {on:.3f} / {off:.3f} = {on / off:.2f}")
+    rows.append(f"  {size:10s} " + ("; ".join(cells) or "(no seed has both arms)"))
+  return rows
+
+
 def ratio_lines(table) -> str:
-  """Per size: LR sensitivity with qk-layernorm over that without, per seed and over the seeds
-  (the headline in a number)."""
-  if not {"qkln-on", "qkln-off"} <= set(table.arm):
-    return "(both arms are needed for the ratio)"
-  by_seed = table.pivot_table(index=["size", "seed"], columns="arm", values="sensitivity")
-  mean = table.pivot_table(index="size", columns="arm", values="sensitivity")
-  order = table.groupby("size")["num_params"].first().sort_values().index
-  lines = ["LR sensitivity with qk-layernorm / without (lower: qk-layernorm helps more):"]
-  for size in order:
-    cells = [f"seed {seed}: {row['qkln-on']:.3f} / {row['qkln-off']:.3f} = "
-             f"{row['qkln-on'] / row['qkln-off']:.2f}" for (s, seed), row in by_seed.iterrows()
-             if s == size]
-    on, off = mean.loc[size, "qkln-on"], mean.loc[size, "qkln-off"]
-    seeds = len(cells)
-    if seeds > 1:
-      cells.append(f"mean of {seeds} seeds: {on:.3f} / {off:.3f} = {on / off:.2f}")
-    lines.append(f"  {size:10s} " + "; ".join(cells))
-  return "\n".join(lines)
+  """The headline in a number, per size."""
+  return "\n".join(["LR sensitivity with qk-layernorm / without (lower: qk-layernorm helps more):",
+                    *ratio_rows(table)])
 
 
 def reference_lines(runs, reference_dir: str) -> str:
@@ -86,7 +90,7 @@ def reference_lines(runs, reference_dir: str) -> str:
   reference runs of the same points (equal final losses: the same numerics)."""
   reference = results.load_runs(reference_dir)
   lines = [f"the reference runs ({reference_dir}, `make reproduce`), every size and seed:",
-           ratio_lines(sensitivity.sensitivity_table(reference)).split("\n", 1)[1]]
+           *ratio_rows(sensitivity.sensitivity_table(reference))]
   ours = runs.set_index("name")["final_eval_loss"]
   theirs = reference.set_index("name")["final_eval_loss"].reindex(ours.index)
   both = ours.notna() & theirs.notna()
@@ -110,6 +114,7 @@ def main(argv):
   sweep.run_grid(grid, out, batch=sweep.should_batch(sweep._BATCH.value, grid))
 
   runs = results.load_runs(out)
+  runs = runs[runs["name"].isin({p.name for p in grid.points})]  # not other runs left in `out`
   table = sensitivity.sensitivity_table(runs)
   out_dir = os.path.join(out, "analysis")
   written = figures.make_experiment_figures(out, out_dir, runs=runs)

@@ -40,9 +40,10 @@ def batchable_key(config) -> str:
 
 
 def program_key(configs) -> str:
-  """Groups with equal keys compile to the same programs: the same batchable key but for the
-  seeds (init and data order are arguments of the programs, not part of them), and as many
-  members."""
+  """Groups with equal keys (and vocabularies) compile to the same programs: the same batchable
+  key but for the seeds (init and data order are arguments of the programs, not part of them),
+  and as many members. Fields no program reads (log and checkpoint intervals, data paths) still
+  count: safe, at the cost of some reuse."""
   config = copy.deepcopy(configs[0])
   config.train.seed = config.data.seed = 0
   return f"{len(configs)} members, {batchable_key(config)}"
@@ -182,6 +183,7 @@ class Run:
     replace its own (the seeds are passed at init, the data order is the iterator's)."""
     if program_key(configs) != self.key:
       raise ValueError("use_hypers_of needs configs that compile to this run's programs")
+    self.config = configs[0]
     self.hypers = _hypers_of(configs)
     self.__dict__.pop("_device_hypers", None)
     return self
@@ -227,16 +229,18 @@ class Run:
       return np.asarray(jax.device_get(self._params_finite(params)))
 
 
-# The last few Runs built in this process, by program_key: the next point of a sweep that
-# differs only in LR or seed steps through programs already traced and compiled.
+# The last few Runs built in this process, by vocabulary and program_key: the next point of a
+# sweep that differs only in LR or seed steps through programs already traced and compiled.
+# Single-threaded use. A test that patches code traced inside the steps must start from an
+# empty cache (monkeypatch `_RECENT_RUNS`), or a Run built earlier keeps its programs.
 _RECENT_RUNS: collections.OrderedDict[str, Run] = collections.OrderedDict()
-RECENT_RUNS_KEPT = 4
+RECENT_RUNS_KEPT = 8  # Fig 1's ladder has 6 (arm, size) programs a seed
 
 
 def cached_run(configs, vocab_size: int) -> Run:
   """A Run for `configs`: a recent one of the same programs with their hyper-parameters, else
   a new one."""
-  key = program_key(configs)
+  key = f"vocab {vocab_size}, {program_key(configs)}"
   run = _RECENT_RUNS.pop(key, None)
   run = Run(configs, vocab_size) if run is None else run.use_hypers_of(configs)
   _RECENT_RUNS[key] = run

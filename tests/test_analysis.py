@@ -285,6 +285,18 @@ def test_headline_lr_is_the_highest_where_every_seed_of_the_stable_arm_trained()
   assert figures._headline_lr(runs[runs["seed"] == 0], "qkln-on") == 1.0
 
 
+def test_demo_ratios_per_seed_and_over_the_seeds_both_arms_have():
+  from launch import demo
+  table = pd.DataFrame({
+      "arm": ["qkln-on", "qkln-off"] * 3 + ["qkln-on"], "size": ["d64-L2"] * 4 + ["d128-L2"] * 3,
+      "num_params": [1e5] * 4 + [4e5] * 3, "seed": [0, 0, 1, 1, 0, 0, 1],
+      "sensitivity": [0.2, 0.4, 0.3, 0.5, 0.1, NAN, 0.2]})
+  assert demo.ratio_rows(table) == [
+      "  d64-L2     seed 0: 0.200 / 0.400 = 0.50; seed 1: 0.300 / 0.500 = 0.60; "
+      "mean of 2 seeds: 0.250 / 0.450 = 0.56",
+      "  d128-L2    (no seed has both arms)"]
+
+
 def test_make_experiment_figures_writes_the_standard_set(tmp_path):
   sweep = _demo_sweep(tmp_path / "sweep")
   written = figures.make_experiment_figures(sweep, tmp_path / "out")

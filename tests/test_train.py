@@ -281,6 +281,7 @@ def test_next_lr_and_seed_reuse_the_run_and_train_as_from_a_new_one(tmp_path, mo
   with pytest.raises(ValueError, match="compile to this run"):
     first.use_hypers_of([tiny_config({**RESUME, "opt.warmup_steps": 3})])
   train.train_and_evaluate(other, str(tmp_path / "reused"))
+  assert run_lib.cached_run([other], VOCAB + 1) is not first  # another vocabulary
   assert run_lib.cached_run([other], VOCAB) is first
   assert first.hypers["peak_lr"].tolist() == [np.float32(1e-2)]
   monkeypatch.setattr(run_lib, "_RECENT_RUNS", collections.OrderedDict())
