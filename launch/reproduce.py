@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.train == "true":
     from stability import runtime
     runtime.enable_compilation_cache()
+    runtime.keep_freed_host_memory()
   started = time.time()
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
   try:

@@ -30,6 +30,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   runtime.enable_compilation_cache()
+  runtime.keep_freed_host_memory()
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({k: summary.get(k) for k in (
       "status", "steps", "init_eval_loss", "final_eval_loss", "diverged_at_step", "tokens_per_s",

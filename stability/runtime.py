@@ -1,8 +1,10 @@
-"""Process-wide JAX settings that entry points (main, sweep, demo) switch on."""
+"""Process-wide settings that entry points (main, sweep, demo, reproduce, bench) switch on."""
 
 import os
 
 import jax
+
+from stability import host_memory
 
 
 def enable_compilation_cache() -> None:
@@ -18,3 +20,9 @@ def enable_compilation_cache() -> None:
   if path:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def keep_freed_host_memory() -> bool:
+  """On the CPU backend, `host_memory.keep_freed_memory()`; returns whether it applied. Not on
+  accelerators, whose buffers are not host memory."""
+  return jax.default_backend() == "cpu" and host_memory.keep_freed_memory()

@@ -39,6 +39,7 @@ from stability import config_schema  # noqa: E402
 from stability import flops  # noqa: E402
 from stability import model as model_lib  # noqa: E402
 from stability import run as run_lib  # noqa: E402
+from stability import runtime  # noqa: E402
 from stability import sizes  # noqa: E402
 from stability import timing  # noqa: E402
 
@@ -68,6 +69,10 @@ _MEMBERS = flags.DEFINE_integer(
 _MEMBERS_GRAD_ACCUM = flags.DEFINE_integer(
     "members_grad_accum", 0, "microbatches per step of the vmapped program (0 = --grad_accum): "
     "M members hold M times the activations, so on a device they need M times the microbatches")
+_HOST_MEMORY = flags.DEFINE_enum(
+    "host_memory", "keep", ["keep", "release"],
+    "on a CPU, in both frameworks: keep freed memory for reuse as training does "
+    "(stability/host_memory.py), or glibc's default of unmapping large blocks when freed")
 _OUT = flags.DEFINE_string("out", "", "also write <out>.json (every row) and <out>.md (summary)")
 
 
@@ -197,7 +202,8 @@ def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> Row:
   with futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
     r = pool.submit(torch_reference.benchmark, config, tokens_BxL1, params, mode,
                     vocab_size=_VOCAB.value, steps=_STEPS.value,
-                    check_rows=len(check_rows(tokens_BxL1))).result()
+                    check_rows=len(check_rows(tokens_BxL1)),
+                    keep_host_memory=_HOST_MEMORY.value == "keep").result()
   return Row("", f"torch {mode}", **r)
 
 
@@ -321,6 +327,8 @@ def print_rows(rows: list[Row], sizes, tokens_per_step: int, flops_per_token: di
 
 def main(argv):
   del argv
+  if _HOST_MEMORY.value == "keep":
+    runtime.keep_freed_host_memory()
   on_cpu = jax.default_backend() == "cpu"
   dtype = _DTYPE.value if _DTYPE.value != "auto" else ("float32" if on_cpu else "bfloat16")
   peak_each = flops.peak_flops_per_device(jax.devices()[0].device_kind)

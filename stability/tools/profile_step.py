@@ -25,6 +25,7 @@ import numpy as np
 
 from stability import config_schema
 from stability import run as run_lib
+from stability import runtime
 from stability import sizes
 
 
@@ -146,6 +147,7 @@ def main(argv):
   flags_now = os.environ.get("XLA_FLAGS", "")
   if "xla_gpu_enable_command_buffer" not in flags_now:
     os.environ["XLA_FLAGS"] = f"{flags_now} --xla_gpu_enable_command_buffer=".strip()
+  runtime.keep_freed_host_memory()  # as training has it
   run = run_lib.Run([bench_config()], _VOCAB.value)
   state = run.init_state(0)
   tokens = np.random.default_rng(0).integers(0, _VOCAB.value, (_BATCH.value, _SEQ_LEN.value + 1))

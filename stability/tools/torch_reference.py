@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stability import host_memory
 from stability import timing
 
 LN_EPS = 1e-6
@@ -160,12 +161,15 @@ def make_train_step(model: Decoder, opt, scheduler, *, z_loss: float, clip_norm:
 
 
 def benchmark(config, tokens_BxL1: np.ndarray, params, mode: str, *, vocab_size: int,
-              steps: int, check_rows: int) -> dict:
+              steps: int, check_rows: int, keep_host_memory: bool = True) -> dict:
   """Times the reference's train step (`mode`: eager | compile) on one batch, started from a
   JAX parameter tree: first-call and median step seconds, loss@0 on the first `check_rows`
   rows, and peak CUDA memory. On the GPU when there is one, with bf16 autocast when
-  `config.model.dtype` is bfloat16."""
+  `config.model.dtype` is bfloat16. On a CPU, `keep_host_memory` sets malloc as the JAX side
+  has it (stability/host_memory.py)."""
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cpu" and keep_host_memory:
+    host_memory.keep_freed_memory()
   m = config.model
   model = Decoder(vocab_size, m.d_model, m.num_layers, m.num_heads, m.mlp_ratio,
                   qk_layernorm=m.qk_layernorm != "off", rope_base=m.rope_base)
