@@ -5,6 +5,7 @@ import os
 import jax
 
 from stability import host_memory
+from stability import sharding
 
 
 def enable_compilation_cache() -> None:
@@ -24,5 +25,7 @@ def enable_compilation_cache() -> None:
 
 def keep_freed_host_memory() -> bool:
   """On the CPU backend, `host_memory.keep_freed_memory()`; returns whether it applied. Not on
-  accelerators, whose buffers are not host memory."""
+  accelerators, whose buffers are not host memory. Asking for the backend starts JAX, so a
+  multi-host job's `jax.distributed` is started first."""
+  sharding.maybe_initialize_distributed()
   return jax.default_backend() == "cpu" and host_memory.keep_freed_memory()
