@@ -39,14 +39,14 @@ def batchable_key(config) -> str:
   return str(sorted((g, sorted(v.items()) if isinstance(v, dict) else v) for g, v in d.items()))
 
 
-def program_key(configs) -> str:
-  """Groups with equal keys (and vocabularies) compile to the same programs: the same batchable
-  key but for the seeds (init and data order are arguments of the programs, not part of them),
-  and as many members. Fields no program reads (log and checkpoint intervals, data paths) still
-  count: safe, at the cost of some reuse."""
+def program_key(configs, vocab_size: int) -> str:
+  """Groups with equal keys compile to the same programs: the same vocabulary, as many members,
+  and the same batchable key but for the seeds (init and data order are arguments of the
+  programs, not part of them). Fields no program reads (log and checkpoint intervals, data
+  paths) still count: safe, at the cost of some reuse."""
   config = copy.deepcopy(configs[0])
   config.train.seed = config.data.seed = 0
-  return f"{len(configs)} members, {batchable_key(config)}"
+  return f"vocab {vocab_size}, {len(configs)} members, {batchable_key(config)}"
 
 
 def check_batchable(configs) -> None:
@@ -115,7 +115,7 @@ class Run:
     # Scalar hyper-parameters are arguments, not constants: every point of an LR sweep runs the
     # same compiled program (and hits JAX's persistent compilation cache).
     self.hypers = _hypers_of(configs)
-    self.key = program_key(configs)
+    self.key = program_key(configs, vocab_size)
     self._build_shardings()
     self._build_steps()
 
@@ -181,7 +181,7 @@ class Run:
   def use_hypers_of(self, configs) -> "Run":
     """These programs for `configs`, whose `program_key` is this run's: their hyper-parameters
     replace its own (the seeds are passed at init, the data order is the iterator's)."""
-    if program_key(configs) != self.key:
+    if program_key(configs, self.model_cfg.vocab_size) != self.key:
       raise ValueError("use_hypers_of needs configs that compile to this run's programs")
     self.config = configs[0]
     self.hypers = _hypers_of(configs)
@@ -229,8 +229,8 @@ class Run:
       return np.asarray(jax.device_get(self._params_finite(params)))
 
 
-# The last few Runs built in this process, by vocabulary and program_key: the next point of a
-# sweep that differs only in LR or seed steps through programs already traced and compiled.
+# The last few Runs built in this process, by program_key: the next point of a sweep that
+# differs only in LR or seed steps through programs already traced and compiled.
 # Single-threaded use. A test that patches code traced inside the steps must start from an
 # empty cache (monkeypatch `_RECENT_RUNS`), or a Run built earlier keeps its programs.
 _RECENT_RUNS: collections.OrderedDict[str, Run] = collections.OrderedDict()
@@ -240,7 +240,7 @@ RECENT_RUNS_KEPT = 8  # Fig 1's ladder has 6 (arm, size) programs a seed
 def cached_run(configs, vocab_size: int) -> Run:
   """A Run for `configs`: a recent one of the same programs with their hyper-parameters, else
   a new one."""
-  key = f"vocab {vocab_size}, {program_key(configs)}"
+  key = program_key(configs, vocab_size)
   run = _RECENT_RUNS.pop(key, None)
   run = Run(configs, vocab_size) if run is None else run.use_hypers_of(configs)
   _RECENT_RUNS[key] = run
