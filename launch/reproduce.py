@@ -3,13 +3,15 @@
   python -m launch.reproduce [--only=fig1_qk_layernorm,fig3_output_logit_divergence]
                              [--out=results/reproduce] [--reference=reference/cpu]
                              [--doc=docs/reproduction.md] [--train=false] [--batch=auto]
+                             [--workers=1]
 
 For each experiment, in the order of EXPERIMENTS:
   1. points whose config equals a finished run of an earlier experiment are copied, not trained
      (the default-recipe runs are shared by most figures);
   2. the rest are trained by launch.sweep's runner: resumable, locked, a failed point recorded,
      an experiment's LRs batched into one program where `--batch` says (auto: on an accelerator,
-     at small steps; never on a CPU, where it does not pay);
+     at small steps; never on a CPU, where it does not pay), or by `--workers` runners side by
+     side, each on its own CPU cores;
   3. its runs are written, compact, to `<reference>/<experiment>/` (reference.export).
 Then every claim is checked on `<reference>` and the page is redrawn (analysis.reproduction).
 Re-running trains only what is missing. `--train=false` only redraws the page.
@@ -27,7 +29,7 @@ import time
 from etils import epath
 
 from configs import grid as grid_lib
-from launch import reference, sweep
+from launch import reference, sweep, workers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="train missing points (false: only export and redraw the page)")
   parser.add_argument("--batch", default="auto", choices=["auto", "on", "off"],
                       help="train each experiment's LRs as vmapped groups (launch.sweep --batch)")
+  parser.add_argument("--workers", type=int, default=1,
+                      help="sweep runners on disjoint CPU cores (launch/workers.py); runs on "
+                           "fewer cores round differently from the committed reference runs")
   return parser.parse_args(argv)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
@@ -73,6 +78,24 @@ def all_grids() -> list[grid_lib.Grid]:
     module, arg = sweep.load_experiment(spec)
     grids.append(module.get_grid(arg))
   return grids
+
+
+def experiment_spec(experiment: str) -> str:
+  """The EXPERIMENTS entry whose grid is named `experiment`."""
+  for spec in EXPERIMENTS:
+    module, arg = sweep.load_experiment(spec)
+    if module.get_grid(arg).experiment == experiment:
+      return spec
+  raise KeyError(experiment)
+
+
+def train_grid(args: argparse.Namespace, grid: grid_lib.Grid, out_dir: str) -> dict[str, int]:
+  """Counts by status after training the grid: in this process, or in `--workers` runners."""
+  if args.workers == 1:  # main has checked that it is at least 1
+    return sweep.run_grid(grid, out_dir, batch=sweep.should_batch(args.batch, grid),
+                          should_stop=STOP.is_set)
+  workers.run(experiment_spec(grid.experiment), out_dir, args.workers, should_stop=STOP.is_set)
+  return sweep.status_counts(grid, out_dir)
 
 
 def _matches(experiment: str, name: str, names: set[str]) -> bool:
@@ -196,8 +219,7 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
   t0 = time.time()
   counts = {}
   if args.train == "true":
-    counts = sweep.run_grid(grid, out_dir, batch=sweep.should_batch(args.batch, grid),
-                            should_stop=STOP.is_set)
+    counts = train_grid(args, grid, out_dir)
     print(f"[reproduce] {grid.experiment}: " + ", ".join(f"{v} {k}" for k, v in
                                                          sorted(counts.items()))
           + f" in {(time.time() - t0) / 60:.1f} min", flush=True)
@@ -223,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   grids = select(all_grids(), args.only)
   if args.train == "true":
+    try:
+      workers.cpu_sets(args.workers)  # a bad --workers fails here, not after the first experiment
+    except ValueError as e:
+      print(f"[reproduce] {e}", file=sys.stderr)
+      return 2
     from stability import runtime
     runtime.enable_compilation_cache()
     runtime.keep_freed_host_memory()

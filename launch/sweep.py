@@ -48,6 +48,9 @@ _BATCH = flags.DEFINE_enum(
 # --batch=auto groups runs whose steps hold at most this many tokens (between the 2,048 measured
 # to gain and the 131,072 measured to lose on an H100: a choice, not a measurement).
 BATCH_AUTO_MAX_TOKENS = 16_384
+_WORKERS = flags.DEFINE_integer(
+    "workers", 1, "runners on disjoint CPU cores at once (launch/workers.py; CPU only, and runs "
+    "on fewer cores round differently)")
 _SET = flags.DEFINE_multi_string(
     "set", [], "extra override for every point, e.g. --set=train.steps=100")
 
@@ -299,6 +302,12 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
   return dict(tally.counts)
 
 
+def status_counts(grid: grid_lib.Grid, out: str, only: str = "") -> dict[str, int]:
+  """Points by status as their folders say (`unfinished` where there is no summary yet)."""
+  return dict(collections.Counter(point_status(epath.Path(out) / p.name) or "unfinished"
+                                  for p in grid.points if re.search(only, p.name)))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -310,6 +319,16 @@ def main(argv):
     print(dry_run(grid, _DEVICE.value, _MFU.value))
     return
   out = _OUT.value or os.path.join("results", grid.experiment)
+  if _WORKERS.value != 1:
+    from launch import workers
+    try:
+      workers.cpu_sets(_WORKERS.value)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
+    workers.run(_EXPERIMENT.value, out, _WORKERS.value, _ONLY.value, tuple(_SET.value))
+    counts = status_counts(grid, out, _ONLY.value)
+    print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    sys.exit(1 if counts.get("failed") else 0)
   from stability import runtime
   runtime.enable_compilation_cache()
   runtime.keep_freed_host_memory()

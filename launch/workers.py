@@ -1,0 +1,65 @@
+"""One grid trained by several sweep runners at once, each pinned to its own CPU cores.
+
+On a CPU, small models leave cores idle: XLA splits each small op across every core and waits
+between ops. Runners on disjoint cores train different points side by side (docs/performance.md:
+two one-core runners finish a cpu-scale grid 1.19× sooner on two cores). The runners share the
+sweep folder, and its point locks keep them off each other's points.
+
+Rounding depends on how many threads a run has, so a run on fewer cores does not end bit for bit
+where a run on all cores does; compare runs made with the same `--workers` on the same machine.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable
+
+
+def cpu_sets(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
+  """`workers` disjoint, contiguous, near-equal slices of the CPUs this process may use."""
+  cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+  if not 1 <= workers <= len(cpus):
+    raise ValueError(f"--workers={workers}: this process may use {len(cpus)} CPUs, so 1 to "
+                     f"{len(cpus)} workers")
+  size, extra = divmod(len(cpus), workers)
+  starts = [i * size + min(i, extra) for i in range(workers + 1)]
+  return [cpus[starts[i]:starts[i + 1]] for i in range(workers)]
+
+
+def sweep_command(experiment: str, out: str, only: str = "", sets: tuple[str, ...] = ()
+                  ) -> list[str]:
+  """The one-runner sweep each worker runs (never batched: one run per core set)."""
+  return [sys.executable, "-m", "launch.sweep", f"--experiment={experiment}", f"--out={out}",
+          f"--only={only}", "--batch=off", "--workers=1", *(f"--set={s}" for s in sets)]
+
+
+def _pinned(cpus: list[int]) -> Callable[[], None]:
+  return lambda: os.sched_setaffinity(0, cpus)
+
+
+def run(experiment: str, out: str, workers: int, only: str = "", sets: tuple[str, ...] = (),
+        should_stop: Callable[[], bool] = lambda: False, poll_s: float = 0.5) -> list[int]:
+  """Trains the grid of `experiment` into `out` with `workers` pinned runners; returns their
+  exit codes. When `should_stop()` turns true, each runner gets SIGTERM: it checkpoints its run
+  and stops, and the same call later resumes."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen(sweep_command(experiment, out, only, sets), env=env,
+                            preexec_fn=_pinned(cpus))
+           for cpus in cpu_sets(workers)]
+  stopping = False
+  try:
+    while any(p.poll() is None for p in procs):
+      if should_stop() and not stopping:
+        stopping = True
+        for p in procs:
+          if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+      time.sleep(poll_s)
+  finally:
+    for p in procs:  # an exception here (Ctrl-C) must not leave runners training
+      if p.poll() is None:
+        p.terminate()
+        p.wait()
+  return [p.returncode for p in procs]

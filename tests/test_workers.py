@@ -1,0 +1,69 @@
+"""Sweep runners on disjoint CPU cores (launch/workers.py): the split, the pinning, the stop."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from launch import workers
+from tests.test_sweep import ROOT, statuses, sweep_cmd
+
+
+def test_cpu_sets_are_disjoint_contiguous_and_cover_every_cpu():
+  assert workers.cpu_sets(2, [0, 1, 2, 3, 4]) == [[0, 1, 2], [3, 4]]
+  assert workers.cpu_sets(3, [5, 1, 3]) == [[1], [3], [5]]
+  assert workers.cpu_sets(1, [0, 1]) == [[0, 1]]
+  with pytest.raises(ValueError, match="1 to 2 workers"):
+    workers.cpu_sets(3, [0, 1])
+  with pytest.raises(ValueError):
+    workers.cpu_sets(0, [0, 1])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_worker_sees_only_its_own_cpus():
+  cpu = sorted(os.sched_getaffinity(0))[-1]
+  shown = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                         preexec_fn=workers._pinned([cpu]), capture_output=True, text=True,
+                         check=True).stdout
+  assert shown.strip() == f"[{cpu}]"
+
+
+def test_stop_sends_sigterm_to_every_runner(tmp_path, monkeypatch):
+  ready = tmp_path / "ready"
+  ready.mkdir()
+  waits_for_sigterm = ("import os, signal, sys, time; "
+                       "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75)); "
+                       f"open(os.path.join({str(ready)!r}, str(os.getpid())), 'w').close(); "
+                       "time.sleep(60)")
+  monkeypatch.setattr(workers, "sweep_command",
+                      lambda *args: [sys.executable, "-c", waits_for_sigterm])
+  monkeypatch.setattr(workers, "cpu_sets", lambda n: [sorted(os.sched_getaffinity(0))[:1]] * n)
+  both_ready = lambda: len(os.listdir(ready)) == 2
+  assert workers.run("unused", "unused", 2, should_stop=both_ready, poll_s=0.05) == [75, 75]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_two_workers_train_every_point_once(tmp_path):
+  out = str(tmp_path / "sweep")
+  only = "lr(1e-02|3e-02|1e-01|3e-01)_qkln-on"
+  result = subprocess.run(sweep_cmd(out, only) + ["--workers=2"], cwd=ROOT, check=True,
+                          capture_output=True, text=True, timeout=600)
+  assert sorted(statuses(out).values()) == ["done"] * 4
+  trained = re.findall(r"^\[sweep\] \d+/4 (\S+): done in", result.stdout, re.M)
+  assert sorted(trained) == sorted(statuses(out)), result.stdout  # each point by one runner
+  runner_totals = re.findall(rf"^\[sweep\] {re.escape(out)}: .*", result.stdout, re.M)
+  assert len(runner_totals) == 3 and runner_totals[-1].endswith(": 4 done"), runner_totals
+
+
+def test_reproduce_hands_each_experiment_to_the_workers(tmp_path, monkeypatch):
+  from launch import reproduce
+  calls = []
+  monkeypatch.setattr(workers, "run", lambda spec, out, n, **kw: calls.append((spec, out, n)))
+  args = reproduce.parse_args(["--workers=2", f"--out={tmp_path}"])
+  for spec, grid in zip(reproduce.EXPERIMENTS, reproduce.all_grids()):
+    counts = reproduce.train_grid(args, grid, str(tmp_path / grid.experiment))
+    assert calls[-1] == (spec, str(tmp_path / grid.experiment), 2)
+    assert counts == {"unfinished": len(grid.points)}
