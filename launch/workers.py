@@ -28,15 +28,21 @@ def cpu_sets(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
   return [cpus[starts[i]:starts[i + 1]] for i in range(workers)]
 
 
-def sweep_command(experiment: str, out: str, only: str = "", sets: tuple[str, ...] = ()
-                  ) -> list[str]:
-  """The one-runner sweep each worker runs (never batched: one run per core set)."""
-  return [sys.executable, "-m", "launch.sweep", f"--experiment={experiment}", f"--out={out}",
-          f"--only={only}", "--batch=off", "--workers=1", *(f"--set={s}" for s in sets)]
+def pinned_module(cpus: list[int], module: str, args: list[str]) -> list[str]:
+  """A command that runs `python -m module args` on `cpus` only. The process pins itself before
+  the module runs (no fork-time hook: the caller may be a multithreaded JAX process)."""
+  start = (f"import os, runpy, sys; os.sched_setaffinity(0, {sorted(cpus)}); "
+           f"sys.argv[0] = {module!r}; runpy.run_module({module!r}, run_name='__main__', "
+           "alter_sys=True)")
+  return [sys.executable, "-c", start, *args]
 
 
-def _pinned(cpus: list[int]) -> Callable[[], None]:
-  return lambda: os.sched_setaffinity(0, cpus)
+def sweep_command(cpus: list[int], experiment: str, out: str, only: str = "",
+                  sets: tuple[str, ...] = ()) -> list[str]:
+  """The one-runner sweep each worker runs on `cpus` (never batched: one run per core set)."""
+  return pinned_module(cpus, "launch.sweep", [
+      f"--experiment={experiment}", f"--out={out}", f"--only={only}", "--batch=off",
+      "--workers=1", *(f"--set={s}" for s in sets)])
 
 
 def run(experiment: str, out: str, workers: int, only: str = "", sets: tuple[str, ...] = (),
@@ -45,8 +51,7 @@ def run(experiment: str, out: str, workers: int, only: str = "", sets: tuple[str
   exit codes. When `should_stop()` turns true, each runner gets SIGTERM: it checkpoints its run
   and stops, and the same call later resumes."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  procs = [subprocess.Popen(sweep_command(experiment, out, only, sets), env=env,
-                            preexec_fn=_pinned(cpus))
+  procs = [subprocess.Popen(sweep_command(cpus, experiment, out, only, sets), env=env)
            for cpus in cpu_sets(workers)]
   stopping = False
   try:

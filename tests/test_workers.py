@@ -24,10 +24,9 @@ def test_cpu_sets_are_disjoint_contiguous_and_cover_every_cpu():
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_a_worker_sees_only_its_own_cpus():
   cpu = sorted(os.sched_getaffinity(0))[-1]
-  shown = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
-                         preexec_fn=workers._pinned([cpu]), capture_output=True, text=True,
-                         check=True).stdout
-  assert shown.strip() == f"[{cpu}]"
+  shown = subprocess.run(workers.pinned_module([cpu], "tests.print_affinity", ["--x=1"]),
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+  assert shown.strip() == f"[{cpu}] ['--x=1']"
 
 
 def test_stop_sends_sigterm_to_every_runner(tmp_path, monkeypatch):
