@@ -18,8 +18,10 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 
 from absl import app
@@ -308,6 +310,23 @@ def status_counts(grid: grid_lib.Grid, out: str, only: str = "") -> dict[str, in
                                   for p in grid.points if re.search(only, p.name)))
 
 
+def run_workers(grid: grid_lib.Grid, out: str) -> dict[str, int]:
+  """--workers runners on their own cores (launch/workers.py); a SIGTERM here stops them too."""
+  from launch import workers
+  try:
+    workers.cpu_sets(_WORKERS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  stop = threading.Event()
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+  try:
+    workers.run(_EXPERIMENT.value, out, _WORKERS.value, _ONLY.value, tuple(_SET.value),
+                should_stop=stop.is_set)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  return status_counts(grid, out, _ONLY.value)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -320,19 +339,12 @@ def main(argv):
     return
   out = _OUT.value or os.path.join("results", grid.experiment)
   if _WORKERS.value != 1:
-    from launch import workers
-    try:
-      workers.cpu_sets(_WORKERS.value)
-    except ValueError as e:
-      raise app.UsageError(str(e)) from e
-    workers.run(_EXPERIMENT.value, out, _WORKERS.value, _ONLY.value, tuple(_SET.value))
-    counts = status_counts(grid, out, _ONLY.value)
-    print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    sys.exit(1 if counts.get("failed") else 0)
-  from stability import runtime
-  runtime.enable_compilation_cache()
-  runtime.keep_freed_host_memory()
-  counts = run_grid(grid, out, _ONLY.value, batch=should_batch(_BATCH.value, grid))
+    counts = run_workers(grid, out)
+  else:
+    from stability import runtime
+    runtime.enable_compilation_cache()
+    runtime.keep_freed_host_memory()
+    counts = run_grid(grid, out, _ONLY.value, batch=should_batch(_BATCH.value, grid))
   print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
   sys.exit(1 if counts.get("failed") else 0)
 

@@ -1,9 +1,12 @@
 """Sweep runners on disjoint CPU cores (launch/workers.py): the split, the pinning, the stop."""
 
+import glob
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,3 +69,28 @@ def test_reproduce_hands_each_experiment_to_the_workers(tmp_path, monkeypatch):
     counts = reproduce.train_grid(args, grid, str(tmp_path / grid.experiment))
     assert calls[-1] == (spec, str(tmp_path / grid.experiment), 2)
     assert counts == {"unfinished": len(grid.points)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_sigterm_to_a_workers_sweep_stops_its_runners(tmp_path):
+  out = str(tmp_path / "sweep")
+  only = "lr(1e-02|3e-02)_qkln-on"
+  long_runs = sweep_cmd(out, only) + ["--set=train.steps=100000", "--workers=2"]
+  proc = subprocess.Popen(long_runs, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+  def runs_with_a_checkpoint():
+    return {os.path.basename(os.path.dirname(os.path.dirname(path)))
+            for path in glob.glob(os.path.join(out, "*", "checkpoints", "*"))}
+
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and len(runs_with_a_checkpoint()) < 2:
+      time.sleep(0.5)  # both runners are inside a run once each run has a checkpoint
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert sorted(statuses(out).values()) == ["preempted"] * 2, output
+    assert not subprocess.run(["pgrep", "-f", out], capture_output=True).stdout  # none left
+  finally:
+    subprocess.run(["pkill", "-f", out])  # a runner left behind must not outlive the test
