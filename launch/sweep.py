@@ -8,7 +8,8 @@
   checkpoint; a failed point is recorded and the grid goes on.
 - A lock file per point (`<out>/.locks/<name>.lock`) keeps two runners off one point: start
   several runners on one sweep (here, or on several machines sharing the folder) and together they
-  finish it. A lock left by a dead process on this host is taken over.
+  finish it. A lock left by a dead process on this host is taken over. `--workers=N` starts N
+  runners here itself, each on its own CPU cores (launch/workers.py).
 - `--dry_run` lists the points with tokens, FLOPs and estimated accelerator-hours.
 """
 
