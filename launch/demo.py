@@ -105,8 +105,7 @@ def reference_lines(runs, reference_dir: str) -> str:
 
 def main(argv):
   del argv
-  runtime.enable_compilation_cache()
-  runtime.keep_freed_host_memory()
+  runtime.prepare_training_process()
   start = time.time()
   out = sweep._OUT.value or "results/demo"
   grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value},seeds={_SEEDS.value}")

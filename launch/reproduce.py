@@ -251,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
       print(f"[reproduce] {e}", file=sys.stderr)
       return 2
     from stability import runtime
-    runtime.enable_compilation_cache()
-    runtime.keep_freed_host_memory()
+    runtime.prepare_training_process()
   started = time.time()
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
   try:

@@ -343,8 +343,7 @@ def main(argv):
     counts = run_workers(grid, out)
   else:
     from stability import runtime
-    runtime.enable_compilation_cache()
-    runtime.keep_freed_host_memory()
+    runtime.prepare_training_process()
     counts = run_grid(grid, out, _ONLY.value, batch=should_batch(_BATCH.value, grid))
   print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
   sys.exit(1 if counts.get("failed") else 0)

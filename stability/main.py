@@ -29,8 +29,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
-  runtime.enable_compilation_cache()
-  runtime.keep_freed_host_memory()
+  runtime.prepare_training_process()
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({k: summary.get(k) for k in (
       "status", "steps", "init_eval_loss", "final_eval_loss", "diverged_at_step", "tokens_per_s",

@@ -29,3 +29,9 @@ def keep_freed_host_memory() -> bool:
   multi-host job's `jax.distributed` is started first."""
   sharding.maybe_initialize_distributed()
   return jax.default_backend() == "cpu" and host_memory.keep_freed_memory()
+
+
+def prepare_training_process() -> None:
+  """What every entry point that trains sets: the compilation cache and kept host memory."""
+  enable_compilation_cache()
+  keep_freed_host_memory()
