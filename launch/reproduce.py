@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="train each experiment's LRs as vmapped groups (launch.sweep --batch)")
   parser.add_argument("--workers", type=int, default=1,
                       help="sweep runners on disjoint CPU cores (launch/workers.py); runs on "
-                           "fewer cores round differently from the committed reference runs")
+                           "fewer cores round differently from the committed reference runs; "
+                           "not with --batch=on")
   return parser.parse_args(argv)
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
   grids = select(all_grids(), args.only)
   if args.train == "true":
     try:
-      workers.cpu_sets(args.workers)  # a bad --workers fails here, not after the first experiment
+      workers.check_flags(args.workers, args.batch)  # fails here, not after the first experiment
     except ValueError as e:
       print(f"[reproduce] {e}", file=sys.stderr)
       return 2

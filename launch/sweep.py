@@ -315,7 +315,7 @@ def run_workers(grid: grid_lib.Grid, out: str) -> dict[str, int]:
   """--workers runners on their own cores (launch/workers.py); a SIGTERM here stops them too."""
   from launch import workers
   try:
-    workers.cpu_sets(_WORKERS.value)
+    workers.check_flags(_WORKERS.value, _BATCH.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   stop = threading.Event()

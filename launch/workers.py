@@ -28,6 +28,14 @@ def cpu_sets(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
   return [cpus[starts[i]:starts[i + 1]] for i in range(workers)]
 
 
+def check_flags(workers: int, batch: str) -> None:
+  """Raises ValueError for a `--workers` these CPUs cannot hold, or one paired with `--batch=on`
+  (a vmapped group is one program in one process; runners train one run at a time)."""
+  cpu_sets(workers)
+  if workers > 1 and batch == "on":
+    raise ValueError(f"--workers={workers} trains one run per runner; --batch=on needs --workers=1")
+
+
 def pinned_module(cpus: list[int], module: str, args: list[str]) -> list[str]:
   """A command that runs `python -m module args` on `cpus` only. The process pins itself before
   the module runs (no fork-time hook: the caller may be a multithreaded JAX process)."""

@@ -60,6 +60,18 @@ def test_two_workers_train_every_point_once(tmp_path):
   assert len(runner_totals) == 3 and runner_totals[-1].endswith(": 4 done"), runner_totals
 
 
+def test_batched_groups_cannot_be_split_over_workers(monkeypatch, tmp_path, capsys):
+  monkeypatch.setattr(workers, "cpu_sets", lambda n: [[0]] * n)  # as if there were n CPUs
+  workers.check_flags(1, "on")
+  workers.check_flags(2, "auto")
+  with pytest.raises(ValueError, match="--batch=on needs --workers=1"):
+    workers.check_flags(2, "on")
+  from launch import reproduce
+  assert reproduce.main(["--workers=2", "--batch=on", f"--out={tmp_path}", "--doc="]) == 2
+  assert "--batch=on needs --workers=1" in capsys.readouterr().err
+  assert not os.listdir(tmp_path)
+
+
 def test_reproduce_hands_each_experiment_to_the_workers(tmp_path, monkeypatch):
   from launch import reproduce
   calls = []
