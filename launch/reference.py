@@ -90,22 +90,37 @@ def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
   return count
 
 
+def config_key(config: dict) -> str:
+  """One string per distinct run config (key order ignored)."""
+  return json.dumps(config, sort_keys=True)
+
+
+def run_dirs(root: str) -> list[str]:
+  """The run folders (those with a config.json) of `root`/<experiment>/, in order."""
+  if not os.path.isdir(root):
+    return []
+  return [os.path.join(root, experiment, name)
+          for experiment in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, experiment))
+          for name in sorted(os.listdir(os.path.join(root, experiment)))
+          if os.path.exists(os.path.join(root, experiment, name, fmt.CONFIG))]
+
+
+def wall_seconds(root: str) -> dict[str, float]:
+  """{config_key: wall seconds} of the runs under `root`/<experiment>/; a run copied into
+  several experiments (the same config.json) counts once."""
+  seconds = {}
+  for run_dir in run_dirs(root):
+    with open(os.path.join(run_dir, fmt.CONFIG)) as f:
+      key = config_key(json.load(f))
+    summary = fmt.read_json(os.path.join(run_dir, fmt.SUMMARY)) or {}
+    seconds.setdefault(key, float(summary.get("wall_s") or 0.0))
+  return seconds
+
+
 def totals(root: str) -> tuple[int, int, float]:
-  """(run folders, distinct runs, their summed wall minutes) under `root`/<experiment>/: a run
-  copied into several experiments (the same config.json) trained once."""
-  folders, wall_s = 0, {}
-  for experiment in sorted(os.listdir(root)):
-    for name in sorted(os.listdir(os.path.join(root, experiment))):
-      run_dir = os.path.join(root, experiment, name)
-      config = os.path.join(run_dir, fmt.CONFIG)
-      if not os.path.exists(config):
-        continue
-      folders += 1
-      with open(config) as f:
-        key = json.dumps(json.load(f), sort_keys=True)
-      summary = fmt.read_json(os.path.join(run_dir, fmt.SUMMARY)) or {}
-      wall_s.setdefault(key, float(summary.get("wall_s") or 0.0))
-  return folders, len(wall_s), sum(wall_s.values()) / 60
+  """(run folders, distinct runs, their summed wall minutes) under `root`/<experiment>/."""
+  seconds = wall_seconds(root)
+  return len(run_dirs(root)), len(seconds), sum(seconds.values()) / 60
 
 
 if __name__ == "__main__":

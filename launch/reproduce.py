@@ -14,7 +14,8 @@ For each experiment, in the order of EXPERIMENTS:
      side, each on its own CPU cores;
   3. its runs are written, compact, to `<reference>/<experiment>/` (reference.export).
 Then every claim is checked on `<reference>` and the page is redrawn (analysis.reproduction).
-Re-running trains only what is missing. `--train=false` only redraws the page.
+Re-running trains only what is missing. `--train=false` only redraws the page. Each experiment
+prints the minutes so far and an ETA: the runs left, weighted by their reference runs' times.
 """
 
 import argparse
@@ -116,12 +117,8 @@ def select(grids: list[grid_lib.Grid], only: str) -> list[grid_lib.Grid]:
           if not wanted or any(_matches(g.experiment, o, names) for o in wanted)]
 
 
-def canonical(config: dict) -> str:
-  return json.dumps(config, sort_keys=True)
-
-
 def finished_runs(out: str) -> dict[str, str]:
-  """{canonical config: run folder} of every finished run under `out`."""
+  """{config_key: run folder} of every finished run under `out`."""
   index = {}
   for summary in sorted(epath.Path(out).glob("*/*/summary.json")):
     try:
@@ -130,7 +127,7 @@ def finished_runs(out: str) -> dict[str, str]:
       config = json.loads((summary.parent / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
       continue
-    index.setdefault(canonical(config), os.fspath(summary.parent))
+    index.setdefault(reference.config_key(config), os.fspath(summary.parent))
   return index
 
 
@@ -149,7 +146,7 @@ def set_aside_stale_runs(grid: grid_lib.Grid, out_dir: str) -> list[str]:
         config = json.load(f)
     except (OSError, json.JSONDecodeError):
       continue
-    if canonical(config) != canonical(point_config(grid, point)):
+    if reference.config_key(config) != reference.config_key(point_config(grid, point)):
       os.replace(run_dir, f"{run_dir}.stale-{int(time.time())}")
       moved.append(point.name)
   return moved
@@ -163,7 +160,7 @@ def reuse_shared_runs(grid: grid_lib.Grid, out_dir: str, index: dict[str, str]) 
     target = os.path.join(out_dir, point.name)
     if sweep.point_status(epath.Path(target)) in ("done", "diverged"):
       continue
-    source = index.get(canonical(point_config(grid, point)))
+    source = index.get(reference.config_key(point_config(grid, point)))
     if source is None or os.path.dirname(source) == out_dir:
       continue
     partial = f"{target}.copying"
@@ -175,32 +172,41 @@ def reuse_shared_runs(grid: grid_lib.Grid, out_dir: str, index: dict[str, str]) 
   return copied
 
 
-def todo_flops(grids: list[grid_lib.Grid], out: str) -> float:
-  """Training FLOPs of the points that are neither finished nor copyable from a finished run."""
-  index = finished_runs(out)
-  total = 0.0
+def todo_costs(grids: list[grid_lib.Grid], out: str,
+               reference_s: dict[str, float]) -> dict[str, float]:
+  """{config_key: cost} of each distinct run that no finished run under `out` has: the seconds
+  its reference run took (`reference_s`), else its training FLOPs at the seconds per FLOP of the
+  runs that have one (plain FLOPs when none has). Small runs cost time per step, not per FLOP,
+  so the reference seconds predict a CPU reproduction's time far better than FLOPs do."""
+  finished = finished_runs(out)
+  flops = {}
   for grid in grids:
     for point in grid.points:
-      run_dir = os.path.join(out, grid.experiment, point.name)
-      if sweep.point_status(epath.Path(run_dir)) in ("done", "diverged"):
-        continue
-      config = json.loads(json.dumps(grid_lib.config_for(point, grid.scale).to_dict()))
-      if canonical(config) not in index:
-        total += sweep.point_cost(point, grid.scale).flops
-  return total
+      key = reference.config_key(point_config(grid, point))
+      if key not in finished:
+        flops[key] = sweep.point_cost(point, grid.scale).flops
+  timed = [k for k in flops if k in reference_s]
+  timed_flops = sum(flops[k] for k in timed)
+  s_per_flop = sum(reference_s[k] for k in timed) / timed_flops if timed_flops else 1.0
+  return {k: reference_s[k] if k in reference_s else f * s_per_flop for k, f in flops.items()}
 
 
 class Progress:
-  """Minutes so far and an ETA for the whole reproduction, from the FLOP rate measured so far."""
+  """Minutes so far and an ETA for the whole reproduction: the training left, weighted by how
+  long the reference runs took, at the pace measured so far."""
 
-  def __init__(self, grids: list[grid_lib.Grid], out: str):
+  def __init__(self, grids: list[grid_lib.Grid], out: str, reference_dir: str):
     self.grids, self.out = grids, out
+    self.reference_s = reference.wall_seconds(reference_dir)
     self.started = time.time()
-    self.total = todo_flops(grids, out)
+    self.total = self.left()
+
+  def left(self) -> float:
+    return sum(todo_costs(self.grids, self.out, self.reference_s).values())
 
   def line(self) -> str:
     minutes = (time.time() - self.started) / 60
-    left = todo_flops(self.grids, self.out)
+    left = self.left()
     done = self.total - left
     eta = f"ETA {left / done * minutes:.0f} min" if done > 0 and minutes > 0 else "ETA unknown"
     return f"{minutes:.1f} min so far, {left / max(self.total, 1):.0%} of the training left, {eta}"
@@ -235,7 +241,7 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
 
 def train_all(args: argparse.Namespace, grids: list[grid_lib.Grid]) -> bool:
   """Runs the experiments in order; False if a SIGTERM stopped them."""
-  progress = Progress(grids, args.out)
+  progress = Progress(grids, args.out, args.reference)
   for i, grid in enumerate(grids, 1):
     if run_experiment(args, grid, i, len(grids), progress).get("preempted") or STOP.is_set():
       return False

@@ -1,6 +1,7 @@
 """The reproduction: committed reference runs, the page drawn from them, and launch.reproduce's
 bookkeeping (copying shared runs, compact export, --only) without training."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import pytest
 
 from analysis import claims, evidence, reproduction, results
 from configs import fig1_qk_layernorm, fig11_grad_rms, grid
-from launch import reference, reproduce
+from launch import reference, reproduce, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "reference/cpu"
@@ -99,6 +100,33 @@ def test_running_runs_are_neither_copied_nor_exported(tmp_path):
   assert reference.export(str(tmp_path / "other"), str(tmp_path / "ref")) == 0
   with open(tmp_path / "ref" / "timing.json") as f:
     assert json.load(f) == {"runs": 0, "train_minutes_alone": 0.0}
+
+
+def test_eta_weights_each_distinct_run_by_its_reference_seconds(in_repo, tmp_path):
+  grids = reproduce.all_grids()
+  reference_s = reference.wall_seconds(REFERENCE)
+  costs = reproduce.todo_costs(grids, str(tmp_path), reference_s)
+  assert costs == reference_s  # every distinct run once, at its reference seconds
+  _, distinct, minutes = reference.totals(REFERENCE)
+  assert len(costs) == distinct and sum(costs.values()) == pytest.approx(minutes * 60)
+  # A finished run leaves the estimate, in every experiment that shares it.
+  fig1 = grids[0]
+  point = fig1.point("d128-L4_lr3e-01_qkln-on")
+  config = reproduce.point_config(fig1, point)
+  _fake_run(tmp_path / "fig1_qk_layernorm" / point.name, config)
+  left = reproduce.todo_costs(grids, str(tmp_path), reference_s)
+  assert set(costs) - set(left) == {reference.config_key(config)}
+
+
+def test_eta_prices_runs_without_a_reference_at_the_reference_seconds_per_flop(tmp_path):
+  fig1 = fig1_qk_layernorm.get_grid("scale=cpu")
+  small, large = fig1.point("d64-L2_lr1e-02_qkln-on"), fig1.point("d128-L4_lr1e-02_qkln-on")
+  sub = dataclasses.replace(fig1, points=[small, large])
+  keys = [reference.config_key(reproduce.point_config(sub, p)) for p in (small, large)]
+  flops = [sweep.point_cost(p, "cpu").flops for p in (small, large)]
+  costs = reproduce.todo_costs([sub], str(tmp_path), {keys[0]: 12.0})
+  assert costs == {keys[0]: 12.0, keys[1]: pytest.approx(flops[1] * 12.0 / flops[0])}
+  assert reproduce.todo_costs([sub], str(tmp_path), {}) == dict(zip(keys, flops))
 
 
 def test_only_selects_by_prefix_and_refuses_unknown_names():
