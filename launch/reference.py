@@ -96,23 +96,28 @@ def config_key(config: dict) -> str:
 
 
 def run_dirs(root: str) -> list[str]:
-  """The run folders (those with a config.json) of `root`/<experiment>/, in order."""
+  """The run folders (those with a config.json) of `root`/<experiment>/, in order; not those of
+  an export that was killed (`<experiment>.writing`)."""
   if not os.path.isdir(root):
     return []
   return [os.path.join(root, experiment, name)
-          for experiment in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, experiment))
+          for experiment in sorted(os.listdir(root))
+          if os.path.isdir(os.path.join(root, experiment)) and not experiment.endswith(".writing")
           for name in sorted(os.listdir(os.path.join(root, experiment)))
           if os.path.exists(os.path.join(root, experiment, name, fmt.CONFIG))]
 
 
 def wall_seconds(root: str) -> dict[str, float]:
-  """{config_key: wall seconds} of the runs under `root`/<experiment>/; a run copied into
-  several experiments (the same config.json) counts once."""
+  """{config_key: wall seconds} of the runs under `root`/<experiment>/ (0 where unknown); a run
+  copied into several experiments (the same config.json) counts once, a torn one not at all."""
   seconds = {}
   for run_dir in run_dirs(root):
-    with open(os.path.join(run_dir, fmt.CONFIG)) as f:
-      key = config_key(json.load(f))
-    summary = fmt.read_json(os.path.join(run_dir, fmt.SUMMARY)) or {}
+    try:
+      with open(os.path.join(run_dir, fmt.CONFIG)) as f:
+        key = config_key(json.load(f))
+      summary = fmt.read_json(os.path.join(run_dir, fmt.SUMMARY)) or {}
+    except (OSError, ValueError):
+      continue
     seconds.setdefault(key, float(summary.get("wall_s") or 0.0))
   return seconds
 
@@ -125,6 +130,8 @@ def totals(root: str) -> tuple[int, int, float]:
 
 if __name__ == "__main__":
   if len(sys.argv) == 3 and sys.argv[1] == "--totals":
+    if not os.path.isdir(sys.argv[2]):
+      sys.exit(f"--totals: {sys.argv[2]} is not a folder of experiments")
     folders, distinct, minutes = totals(sys.argv[2])
     print(f"{folders} run folders, {distinct} distinct runs, {minutes:.0f} min of run wall time")
   elif len(sys.argv) == 3:

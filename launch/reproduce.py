@@ -172,37 +172,36 @@ def reuse_shared_runs(grid: grid_lib.Grid, out_dir: str, index: dict[str, str]) 
   return copied
 
 
-def todo_costs(grids: list[grid_lib.Grid], out: str,
-               reference_s: dict[str, float]) -> dict[str, float]:
-  """{config_key: cost} of each distinct run that no finished run under `out` has: the seconds
-  its reference run took (`reference_s`), else its training FLOPs at the seconds per FLOP of the
-  runs that have one (plain FLOPs when none has). Small runs cost time per step, not per FLOP,
-  so the reference seconds predict a CPU reproduction's time far better than FLOPs do."""
-  finished = finished_runs(out)
-  flops = {}
-  for grid in grids:
-    for point in grid.points:
-      key = reference.config_key(point_config(grid, point))
-      if key not in finished:
-        flops[key] = sweep.point_cost(point, grid.scale).flops
-  timed = [k for k in flops if k in reference_s]
+def run_flops(grids: list[grid_lib.Grid]) -> dict[str, float]:
+  """{config_key: training FLOPs} of each distinct run of `grids`."""
+  return {reference.config_key(point_config(grid, point)): sweep.point_cost(point, grid.scale).flops
+          for grid in grids for point in grid.points}
+
+
+def run_costs(flops: dict[str, float], reference_s: dict[str, float]) -> dict[str, float]:
+  """{config_key: cost} of each run in `flops`: the seconds its reference run took, else its
+  FLOPs at the seconds per FLOP of the runs that have a reference (plain FLOPs when none has).
+  Small runs cost time per step more than per FLOP, so reference seconds predict far better."""
+  timed = [k for k in flops if reference_s.get(k, 0.0) > 0]
   timed_flops = sum(flops[k] for k in timed)
   s_per_flop = sum(reference_s[k] for k in timed) / timed_flops if timed_flops else 1.0
-  return {k: reference_s[k] if k in reference_s else f * s_per_flop for k, f in flops.items()}
+  return {k: reference_s[k] if k in timed else f * s_per_flop for k, f in flops.items()}
 
 
 class Progress:
-  """Minutes so far and an ETA for the whole reproduction: the training left, weighted by how
-  long the reference runs took, at the pace measured so far."""
+  """Minutes so far and an ETA for the whole reproduction: the runs left, each weighted by its
+  reference run's time (`run_costs`), at the pace measured so far."""
 
   def __init__(self, grids: list[grid_lib.Grid], out: str, reference_dir: str):
-    self.grids, self.out = grids, out
-    self.reference_s = reference.wall_seconds(reference_dir)
+    self.out = out
+    self.costs = run_costs(run_flops(grids), reference.wall_seconds(reference_dir))
     self.started = time.time()
     self.total = self.left()
 
   def left(self) -> float:
-    return sum(todo_costs(self.grids, self.out, self.reference_s).values())
+    """The cost of the runs that no finished run under `out` has."""
+    finished = finished_runs(self.out)
+    return sum(cost for key, cost in self.costs.items() if key not in finished)
 
   def line(self) -> str:
     minutes = (time.time() - self.started) / 60

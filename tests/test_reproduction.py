@@ -1,7 +1,6 @@
 """The reproduction: committed reference runs, the page drawn from them, and launch.reproduce's
 bookkeeping (copying shared runs, compact export, --only) without training."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -11,7 +10,7 @@ import pytest
 
 from analysis import claims, evidence, reproduction, results
 from configs import fig1_qk_layernorm, fig11_grad_rms, grid
-from launch import reference, reproduce, sweep
+from launch import reference, reproduce
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "reference/cpu"
@@ -104,29 +103,35 @@ def test_running_runs_are_neither_copied_nor_exported(tmp_path):
 
 def test_eta_weights_each_distinct_run_by_its_reference_seconds(in_repo, tmp_path):
   grids = reproduce.all_grids()
-  reference_s = reference.wall_seconds(REFERENCE)
-  costs = reproduce.todo_costs(grids, str(tmp_path), reference_s)
-  assert costs == reference_s  # every distinct run once, at its reference seconds
+  progress = reproduce.Progress(grids, str(tmp_path), REFERENCE)
+  assert progress.costs == reference.wall_seconds(REFERENCE)  # each distinct run once, timed
   _, distinct, minutes = reference.totals(REFERENCE)
-  assert len(costs) == distinct and sum(costs.values()) == pytest.approx(minutes * 60)
-  # A finished run leaves the estimate, in every experiment that shares it.
+  assert len(progress.costs) == distinct and progress.total == pytest.approx(minutes * 60)
+  # A finished run leaves the estimate once, though two experiments share its config.
   fig1 = grids[0]
   point = fig1.point("d128-L4_lr3e-01_qkln-on")
   config = reproduce.point_config(fig1, point)
+  assert sum(reproduce.point_config(g, p) == config for g in grids for p in g.points) >= 2
   _fake_run(tmp_path / "fig1_qk_layernorm" / point.name, config)
-  left = reproduce.todo_costs(grids, str(tmp_path), reference_s)
-  assert set(costs) - set(left) == {reference.config_key(config)}
+  done_s = progress.costs[reference.config_key(config)]
+  assert done_s > 0 and progress.left() == pytest.approx(progress.total - done_s)
 
 
-def test_eta_prices_runs_without_a_reference_at_the_reference_seconds_per_flop(tmp_path):
-  fig1 = fig1_qk_layernorm.get_grid("scale=cpu")
-  small, large = fig1.point("d64-L2_lr1e-02_qkln-on"), fig1.point("d128-L4_lr1e-02_qkln-on")
-  sub = dataclasses.replace(fig1, points=[small, large])
-  keys = [reference.config_key(reproduce.point_config(sub, p)) for p in (small, large)]
-  flops = [sweep.point_cost(p, "cpu").flops for p in (small, large)]
-  costs = reproduce.todo_costs([sub], str(tmp_path), {keys[0]: 12.0})
-  assert costs == {keys[0]: 12.0, keys[1]: pytest.approx(flops[1] * 12.0 / flops[0])}
-  assert reproduce.todo_costs([sub], str(tmp_path), {}) == dict(zip(keys, flops))
+def test_eta_prices_runs_without_a_reference_at_the_reference_seconds_per_flop():
+  flops = {"small": 1e9, "large": 4e9, "untimed": 2e9, "no_wall_s": 1e9}
+  costs = reproduce.run_costs(flops, {"small": 10.0, "large": 30.0, "no_wall_s": 0.0})
+  assert costs == {"small": 10.0, "large": 30.0, "untimed": pytest.approx(2e9 * 40 / 5e9),
+                   "no_wall_s": pytest.approx(1e9 * 40 / 5e9)}
+  assert reproduce.run_costs(flops, {}) == flops
+
+
+def test_wall_seconds_skip_torn_runs_and_killed_exports(tmp_path):
+  _fake_run(tmp_path / "a" / "run", {"lr": 1})
+  _fake_run(tmp_path / "a.writing" / "run", {"lr": 2})
+  _fake_run(tmp_path / "b" / "torn", {"lr": 3})
+  (tmp_path / "b" / "torn" / "summary.json").write_text('{"status": "do')
+  assert reference.wall_seconds(str(tmp_path)) == {reference.config_key({"lr": 1}): 30.0}
+  assert reference.wall_seconds(str(tmp_path / "missing")) == {}
 
 
 def test_only_selects_by_prefix_and_refuses_unknown_names():

@@ -67,9 +67,19 @@ def test_batched_groups_cannot_be_split_over_workers(monkeypatch, tmp_path, caps
   with pytest.raises(ValueError, match="--batch=on needs --workers=1"):
     workers.check_flags(2, "on")
   from launch import reproduce
-  assert reproduce.main(["--workers=2", "--batch=on", f"--out={tmp_path}", "--doc="]) == 2
+  args = [f"--out={tmp_path}", f"--reference={tmp_path}", "--doc=", "--only=fig10"]
+  assert reproduce.main(["--workers=2", "--batch=on", *args]) == 2
   assert "--batch=on needs --workers=1" in capsys.readouterr().err
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_sweep_refuses_batched_groups_over_workers(tmp_path):
+  out = str(tmp_path / "sweep")
+  result = subprocess.run(sweep_cmd(out) + ["--workers=2", "--batch=on"], cwd=ROOT,
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and "--batch=on needs --workers=1" in result.stderr
+  assert not os.path.exists(out)
 
 
 def test_reproduce_hands_each_experiment_to_the_workers(tmp_path, monkeypatch):
