@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+from typing import Iterator
 
 from stability import result_format as fmt
 
@@ -107,10 +108,9 @@ def run_dirs(root: str) -> list[str]:
           if os.path.exists(os.path.join(root, experiment, name, fmt.CONFIG))]
 
 
-def wall_seconds(root: str) -> dict[str, float]:
-  """{config_key: wall seconds} of the runs under `root`/<experiment>/ (0 where unknown); a run
-  copied into several experiments (the same config.json) counts once, a torn one not at all."""
-  seconds = {}
+def read_runs(root: str) -> Iterator[tuple[str, str, dict]]:
+  """(run folder, config_key, summary or {}) of each run under `root`/<experiment>/ whose files
+  read whole; a torn one (a killed writer) is skipped."""
   for run_dir in run_dirs(root):
     try:
       with open(os.path.join(run_dir, fmt.CONFIG)) as f:
@@ -118,6 +118,14 @@ def wall_seconds(root: str) -> dict[str, float]:
       summary = fmt.read_json(os.path.join(run_dir, fmt.SUMMARY)) or {}
     except (OSError, ValueError):
       continue
+    yield run_dir, key, summary
+
+
+def wall_seconds(root: str) -> dict[str, float]:
+  """{config_key: wall seconds} of the runs under `root`/<experiment>/ (0 where unknown); a run
+  copied into several experiments (the same config.json) counts once."""
+  seconds = {}
+  for _, key, summary in read_runs(root):
     seconds.setdefault(key, float(summary.get("wall_s") or 0.0))
   return seconds
 

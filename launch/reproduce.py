@@ -120,14 +120,9 @@ def select(grids: list[grid_lib.Grid], only: str) -> list[grid_lib.Grid]:
 def finished_runs(out: str) -> dict[str, str]:
   """{config_key: run folder} of every finished run under `out`."""
   index = {}
-  for summary in sorted(epath.Path(out).glob("*/*/summary.json")):
-    try:
-      if json.loads(summary.read_text()).get("status") not in ("done", "diverged"):
-        continue
-      config = json.loads((summary.parent / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-      continue
-    index.setdefault(reference.config_key(config), os.fspath(summary.parent))
+  for run_dir, key, summary in reference.read_runs(out):
+    if summary.get("status") in ("done", "diverged"):
+      index.setdefault(key, run_dir)
   return index
 
 
@@ -182,7 +177,7 @@ def run_costs(flops: dict[str, float], reference_s: dict[str, float]) -> dict[st
   """{config_key: cost} of each run in `flops`: the seconds its reference run took, else its
   FLOPs at the seconds per FLOP of the runs that have a reference (plain FLOPs when none has).
   Small runs cost time per step more than per FLOP, so reference seconds predict far better."""
-  timed = [k for k in flops if reference_s.get(k, 0.0) > 0]
+  timed = {k for k in flops if reference_s.get(k, 0.0) > 0}
   timed_flops = sum(flops[k] for k in timed)
   s_per_flop = sum(reference_s[k] for k in timed) / timed_flops if timed_flops else 1.0
   return {k: reference_s[k] if k in timed else f * s_per_flop for k, f in flops.items()}
