@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m launch.reproduce", description=__doc__.split(
       "\n")[0])
   parser.add_argument("--only", default="",
-                      help="experiments to run, comma-separated names or prefixes (fig3,e7)")
+                      help="experiments to run, comma-separated: names, short names (fig1 is "
+                           "Fig 1 alone) or other prefixes (fig: every figure)")
   parser.add_argument("--out", default="results/reproduce", help="where the run folders go")
   parser.add_argument("--reference", default="reference/cpu", help="where compact copies go")
   parser.add_argument("--doc", default="docs/reproduction.md", help="the page ('' for none)")
@@ -100,13 +101,21 @@ def train_grid(args: argparse.Namespace, grid: grid_lib.Grid, out_dir: str) -> d
   return sweep.status_counts(grid, out_dir)
 
 
+def _short(experiment: str) -> str:
+  """The figure or ablation an experiment is named after: fig1_qk_layernorm -> fig1."""
+  return experiment.split("_", 1)[0]
+
+
 def _matches(experiment: str, name: str, names: set[str]) -> bool:
-  """`name` is the experiment, or a prefix of it that is no experiment's whole name."""
-  return experiment == name or (name not in names and experiment.startswith(name))
+  """`name` is the experiment, its short name (fig1 is Fig 1 alone, not fig10 and fig11), or a
+  prefix of it that is no experiment's whole or short name (fig: every figure)."""
+  if name in names or name in {_short(n) for n in names}:
+    return name in (experiment, _short(experiment))
+  return experiment.startswith(name)
 
 
 def select(grids: list[grid_lib.Grid], only: str) -> list[grid_lib.Grid]:
-  """The grids named (or prefixed) in `only`; all when it is empty."""
+  """The grids named, short-named or prefixed in `only` (`_matches`); all when it is empty."""
   wanted = [o.strip() for o in only.split(",") if o.strip()]
   names = {g.experiment for g in grids}
   unknown = [o for o in wanted if not any(_matches(g.experiment, o, names) for g in grids)]

@@ -134,16 +134,20 @@ def test_wall_seconds_skip_torn_runs_and_killed_exports(tmp_path):
   assert reference.wall_seconds(str(tmp_path / "missing")) == {}
 
 
-def test_only_selects_by_prefix_and_refuses_unknown_names():
+def test_only_selects_by_name_short_name_or_prefix_and_refuses_unknown_names():
   grids = reproduce.all_grids()
   assert len(grids) == len(reproduce.EXPERIMENTS)
   assert {g.experiment for g in grids} >= {s for c in claims.CLAIMS for s in c.sweeps}
-  assert [g.experiment for g in reproduce.select(grids, "fig1,e1")] == [
-      "fig1_qk_layernorm", "fig10_forced_logits", "fig11_grad_rms", "e11_pointwise_attention",
-      "e10_weight_decay"]
-  # An exact name selects that experiment alone, not the others it prefixes.
+  # A short name (the figure) selects that experiment alone, not the others it prefixes.
+  assert [g.experiment for g in reproduce.select(grids, "fig1,e10")] == [
+      "fig1_qk_layernorm", "e10_weight_decay"]
   assert [g.experiment for g in reproduce.select(grids, "fig1_qk_layernorm")] == [
       "fig1_qk_layernorm"]
+  # Any other prefix selects every experiment it begins.
+  assert [g.experiment for g in reproduce.select(grids, "e1,fig1_")] == [
+      "fig1_qk_layernorm", "e11_pointwise_attention", "e10_weight_decay"]
+  assert len(reproduce.select(grids, "fig")) == sum(e.startswith("configs/fig")
+                                                     for e in reproduce.EXPERIMENTS)
   with pytest.raises(SystemExit, match="no experiment fig99"):
     reproduce.select(grids, "fig99")
 
