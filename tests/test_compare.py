@@ -33,19 +33,23 @@ def test_report_names_the_flipped_point(tmp_path, capsys):
   assert "over 3 points" in out
 
 
-def test_headline_holds_under_one_core_rounding():
-  """The committed Fig 1 runs made on one core (docs/measured/one-core-fig1-2026-11-28) against
-  the two-thread reference: qk-layernorm at most halves the seed-mean LR sensitivity in both,
-  and the ratio moves by less than its seed-to-seed range."""
+@pytest.mark.parametrize("measured", ["one-core-fig1-2026-11-28", "python3.12-jax0.12-2026-11-28"])
+def test_headline_holds_under_other_rounding_and_data(measured):
+  """Committed Fig 1 runs made otherwise (docs/measured/<measured>: on one core; on Python 3.12,
+  whose embedded corpus differs, with jax 0.12) against the reference runs: qk-layernorm at
+  most halves the seed-mean LR sensitivity in both, at every size both trained, and the ratio
+  moves by less than its seed-to-seed range."""
   import os
   from analysis import evidence as ev
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   ratios = {}
-  for name, path in [("two", "reference/cpu/fig1_qk_layernorm"),
-                     ("one", "docs/measured/one-core-fig1-2026-11-28/fig1_qk_layernorm")]:
+  for name, path in [("reference", "reference/cpu/fig1_qk_layernorm"),
+                     ("measured", f"docs/measured/{measured}/fig1_qk_layernorm")]:
     runs = compare.finished(os.path.join(root, path))
-    table = ev.mean_sensitivity(runs[runs["size"].isin(["d64-L2", "d128-L2"])])
-    by = table.set_index(["arm", "size"])["sensitivity"]
+    by = ev.mean_sensitivity(runs).set_index(["arm", "size"])["sensitivity"]
     ratios[name] = by["qkln-on"] / by["qkln-off"]
-  assert (ratios["one"] <= 0.5).all() and (ratios["two"] <= 0.5).all(), ratios
-  assert ((ratios["one"] - ratios["two"]).abs() < 0.06).all(), ratios  # seed ranges 0.06, 0.10
+  ratios["reference"] = ratios["reference"][ratios["measured"].index]
+  assert len(ratios["measured"]) >= 2, ratios
+  assert (ratios["measured"] <= 0.5).all() and (ratios["reference"] <= 0.5).all(), ratios
+  change = (ratios["measured"] - ratios["reference"]).abs()
+  assert (change < 0.06).all(), ratios  # seed ranges of the reference: 0.06, 0.10 (d64, d128-L2)
