@@ -4,6 +4,8 @@ Per run: `config.json`, `summary.json` and `eval.jsonl` as they are, and `metric
 at most MAX_ROWS rows (every k-th, the last always kept), the columns that the claims and the
 figures read (KEEP), and numbers rounded to 4 significant digits. Plus the sweep's `sweep.json`
 and `timing.json` (how long the sweep trained). `analysis` reads the copy as it reads the sweep.
+`make reproduce` adds `corpus.json`: the embedded corpus the runs trained on, whose text comes
+from the running Python, so that runs made on another Python are told apart (`corpus_note`).
 
   python -m launch.reference results/reproduce/fig1_qk_layernorm reference/cpu/fig1_qk_layernorm
   python -m launch.reference --totals reference/cpu    # runs, distinct runs, summed wall time
@@ -17,6 +19,8 @@ import shutil
 import sys
 from typing import Iterator
 
+from stability import data_common
+from stability import embedded_corpus
 from stability import result_format as fmt
 
 MAX_ROWS = 64
@@ -89,6 +93,31 @@ def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
   shutil.rmtree(target, ignore_errors=True)
   os.replace(fresh, target)
   return count
+
+
+CORPUS = "corpus.json"  # in an experiment's folder: the embedded corpus its runs trained on
+
+
+def write_corpus(target: str) -> None:
+  """Records this Python's embedded corpus in `target`, a folder of runs just trained here."""
+  record = embedded_corpus.fingerprint(data_common.cache_dir(""))
+  with open(os.path.join(target, CORPUS), "w") as f:
+    json.dump(record, f, indent=1)
+
+
+def corpus_note(target: str) -> str | None:
+  """Why runs here cannot equal those of `target` digit for digit when they train on another
+  embedded corpus (its text comes from the running Python); None if the same or unrecorded."""
+  try:
+    theirs = fmt.read_json(os.path.join(target, CORPUS))
+  except (OSError, ValueError):
+    return None
+  ours = embedded_corpus.fingerprint(data_common.cache_dir(""))
+  if not theirs or theirs.get("sha256") == ours["sha256"]:
+    return None
+  return (f"the runs in {target} trained on the embedded corpus {theirs.get('corpus')} "
+          f"({theirs.get('documents')} documents); this Python's is {ours['corpus']} "
+          f"({ours['documents']}), other text: expect other numbers, and compare verdicts")
 
 
 def config_key(config: dict) -> str:

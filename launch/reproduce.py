@@ -237,9 +237,20 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
     (epath.Path(out_dir) / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
   written = reference.export(out_dir, os.path.join(args.reference, grid.experiment),
                              [p.name for p in grid.points])
+  if args.train == "true":
+    reference.write_corpus(os.path.join(args.reference, grid.experiment))
   print(f"[reproduce] {written} runs of {grid.experiment} written to "
         f"{os.path.join(args.reference, grid.experiment)}", flush=True)
   return counts
+
+
+def warn_other_corpus(reference_dir: str, grids: list[grid_lib.Grid]) -> None:
+  """Says so, before training, when the runs in `reference_dir` trained on other text."""
+  notes = [note for g in grids
+           if (note := reference.corpus_note(os.path.join(reference_dir, g.experiment)))]
+  if notes:
+    more = f" (and the same for {len(notes) - 1} more experiments)" if len(notes) > 1 else ""
+    print(f"[reproduce] note: {notes[0]}{more}", flush=True)
 
 
 def train_all(args: argparse.Namespace, grids: list[grid_lib.Grid]) -> bool:
@@ -262,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
       return 2
     from stability import runtime
     runtime.prepare_training_process()
+    warn_other_corpus(args.reference, grids)
   started = time.time()
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
   try:

@@ -11,6 +11,7 @@ first run leaves no half-written file behind. No TensorFlow is needed.
 """
 
 import ast
+import hashlib
 import inspect
 import json
 import os
@@ -120,6 +121,15 @@ def ensure_corpus(cache: str, root: str | None = None) -> str:
   logging.info("embedded corpus: %d documents, %.2f MB -> %s", len(docs),
                os.path.getsize(path) / 1e6, path)
   return path
+
+
+def fingerprint(cache: str) -> dict:
+  """Which text this Python's corpus is: its name, document count and the SHA-256 of its file
+  (equal hashes, the same training and eval data; another Python version usually differs)."""
+  with open(ensure_corpus(cache), "rb") as f:
+    content = f.read()
+  return {"corpus": corpus_name(), "documents": content.count(b"\n"),
+          "sha256": hashlib.sha256(content).hexdigest()}
 
 
 def load_documents(path: str) -> list[str]:

@@ -297,6 +297,18 @@ def test_demo_ratios_per_seed_and_over_the_seeds_both_arms_have():
       "  d128-L2    (no seed has both arms)"]
 
 
+def test_demo_compares_with_the_reference_and_notes_another_corpus(tmp_path):
+  from launch import demo, reference
+  sweep = _demo_sweep(tmp_path / "sweep")
+  runs = results.load_runs(sweep)
+  lines = demo.reference_lines(runs, str(sweep))
+  assert f"equal the reference's in {len(runs.dropna(subset=['final_eval_loss']))} of" in lines
+  assert "note:" not in lines  # no corpus recorded
+  (sweep / reference.CORPUS).write_text(json.dumps(
+      {"corpus": "stdlib-docstrings-v1-py3.99.0", "documents": 1, "sha256": "0" * 64}))
+  assert "note: the runs in" in demo.reference_lines(runs, str(sweep))
+
+
 def test_make_experiment_figures_writes_the_standard_set(tmp_path):
   sweep = _demo_sweep(tmp_path / "sweep")
   written = figures.make_experiment_figures(sweep, tmp_path / "out")

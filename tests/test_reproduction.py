@@ -11,6 +11,7 @@ import pytest
 from analysis import claims, evidence, reproduction, results
 from configs import fig1_qk_layernorm, fig11_grad_rms, grid
 from launch import reference, reproduce
+from stability import result_format as fmt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "reference/cpu"
@@ -48,6 +49,28 @@ def test_reference_runs_are_compact_and_readable(in_repo):
   assert sorted(runs["seed"].unique()) == [0, 1]
   metrics = results.load_metrics(runs["run_dir"].iloc[0])
   assert {"step", "train_loss", "attn_logit_max/block_0"} <= set(metrics.columns)
+
+
+def test_committed_reference_runs_record_one_corpus(in_repo):
+  records = [fmt.read_json(os.path.join(REFERENCE, e, reference.CORPUS))
+             for e in sorted(os.listdir(REFERENCE))]
+  assert len(records) == len(reproduce.EXPERIMENTS)
+  assert len({json.dumps(r, sort_keys=True) for r in records}) == 1, records
+
+
+def test_corpus_record_and_the_note_on_another_corpus(tmp_path):
+  from stability import data_common, embedded_corpus
+  path = embedded_corpus.ensure_corpus(data_common.cache_dir(""))
+  reference.write_corpus(str(tmp_path))
+  record = json.loads((tmp_path / reference.CORPUS).read_text())
+  assert record["corpus"] == embedded_corpus.corpus_name()
+  assert record["documents"] == len(embedded_corpus.load_documents(path)) > 1000
+  assert reference.corpus_note(str(tmp_path)) is None  # the same text
+  assert reference.corpus_note(str(tmp_path / "unrecorded")) is None
+  record.update(corpus="stdlib-docstrings-v1-py3.99.0", sha256="0" * 64)
+  (tmp_path / reference.CORPUS).write_text(json.dumps(record))
+  note = reference.corpus_note(str(tmp_path))
+  assert "py3.99.0" in note and embedded_corpus.corpus_name() in note and "verdicts" in note
 
 
 def test_compact_rows_keep_the_last_row_and_only_read_columns():
@@ -192,6 +215,22 @@ def test_batch_flag_reaches_the_sweep_runner_and_auto_never_batches_on_cpu(tmp_p
     reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}", "--doc=",
                     "--only=fig10", f"--batch={flag}"])
   assert batched == [False, True, False]
+  # What it trained is recorded with the corpus it trained on.
+  assert reference.corpus_note(str(tmp_path / "ref" / "fig10_forced_logits")) is None
+  assert (tmp_path / "ref" / "fig10_forced_logits" / reference.CORPUS).exists()
+
+
+def test_runs_made_on_another_corpus_are_noted_before_training(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(reproduce.sweep, "run_grid", lambda *a, **k: {"done": 1})
+  other = tmp_path / "ref" / "fig10_forced_logits"
+  other.mkdir(parents=True)
+  (other / reference.CORPUS).write_text(json.dumps(
+      {"corpus": "stdlib-docstrings-v1-py3.99.0", "documents": 1, "sha256": "0" * 64}))
+  reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}", "--doc=",
+                  "--only=fig10"])
+  out = capsys.readouterr().out
+  assert "[reproduce] note:" in out and "py3.99.0" in out
+  assert out.index("note:") < out.index("fig10_forced_logits (Fig 10)")
 
 
 def test_sigterm_between_points_stops_before_the_next_point(tmp_path, monkeypatch):
