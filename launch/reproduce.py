@@ -33,6 +33,9 @@ from configs import grid as grid_lib
 from launch import reference, sweep, workers
 
 
+COMMITTED_REFERENCE = "reference/cpu"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m launch.reproduce", description=__doc__.split(
       "\n")[0])
@@ -40,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="experiments to run, comma-separated: names, short names (fig1 is "
                            "Fig 1 alone) or other prefixes (fig: every figure)")
   parser.add_argument("--out", default="results/reproduce", help="where the run folders go")
-  parser.add_argument("--reference", default="reference/cpu", help="where compact copies go")
+  parser.add_argument("--reference", default=COMMITTED_REFERENCE, help="where compact copies go")
   parser.add_argument("--doc", default="docs/reproduction.md", help="the page ('' for none)")
   parser.add_argument("--train", default="true", choices=["true", "false"],
                       help="train missing points (false: only export and redraw the page)")
@@ -198,7 +201,10 @@ class Progress:
 
   def __init__(self, grids: list[grid_lib.Grid], out: str, reference_dir: str):
     self.out = out
-    self.costs = run_costs(run_flops(grids), reference.wall_seconds(reference_dir))
+    timed = reference.wall_seconds(reference_dir)
+    if not timed and os.path.isdir(COMMITTED_REFERENCE):  # a new --reference folder: the
+      timed = reference.wall_seconds(COMMITTED_REFERENCE)  # committed runs say which are long
+    self.costs = run_costs(run_flops(grids), timed)
     self.started = time.time()
     self.total = self.left()
 

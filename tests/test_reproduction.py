@@ -140,6 +140,13 @@ def test_eta_weights_each_distinct_run_by_its_reference_seconds(in_repo, tmp_pat
   assert done_s > 0 and progress.left() == pytest.approx(progress.total - done_s)
 
 
+def test_eta_into_a_new_reference_folder_weights_runs_by_the_committed_ones(in_repo, tmp_path):
+  grids = reproduce.select(reproduce.all_grids(), "fig1")
+  progress = reproduce.Progress(grids, str(tmp_path / "out"), str(tmp_path / "new_reference"))
+  committed = reference.wall_seconds(REFERENCE)
+  assert progress.costs and all(progress.costs[k] == committed[k] for k in progress.costs)
+
+
 def test_eta_prices_runs_without_a_reference_at_the_reference_seconds_per_flop():
   flops = {"small": 1e9, "large": 4e9, "untimed": 2e9, "no_wall_s": 1e9}
   costs = reproduce.run_costs(flops, {"small": 10.0, "large": 30.0, "no_wall_s": 0.0})
