@@ -30,6 +30,7 @@ KEEP = re.compile(
     r"|output_logit/(mean|max|log_z_mean)"
     r"|(grad_rms|update_rms)/block_0/mlp/wi/kernel|grad_rms/block_0/attn/wk/kernel)$")
 COPIED = (fmt.CONFIG, fmt.SUMMARY, fmt.EVAL)  # as they are; metrics are compacted
+CORPUS = "corpus.json"  # in an experiment's folder: the embedded corpus its runs trained on
 
 
 def _round(x):
@@ -73,11 +74,14 @@ def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
   """Replaces `target` with compact copies of the finished runs of `sweep_dir` (those in
   `names` if given); returns how many.
 
-  `timing.json` holds the runs' summed wall time: what the sweep costs when run alone.
+  `timing.json` holds the runs' summed wall time: what the sweep costs when run alone. The
+  corpus record of `target`, if any, is kept (`write_corpus` replaces it after training).
   """
   fresh = f"{target.rstrip('/')}.writing"
   shutil.rmtree(fresh, ignore_errors=True)
   os.makedirs(fresh)
+  if os.path.exists(os.path.join(target, CORPUS)):
+    shutil.copyfile(os.path.join(target, CORPUS), os.path.join(fresh, CORPUS))
   if os.path.exists(os.path.join(sweep_dir, "sweep.json")):
     shutil.copyfile(os.path.join(sweep_dir, "sweep.json"), os.path.join(fresh, "sweep.json"))
   count, seconds = 0, 0.0
@@ -93,9 +97,6 @@ def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
   shutil.rmtree(target, ignore_errors=True)
   os.replace(fresh, target)
   return count
-
-
-CORPUS = "corpus.json"  # in an experiment's folder: the embedded corpus its runs trained on
 
 
 def write_corpus(target: str) -> None:

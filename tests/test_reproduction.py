@@ -119,7 +119,10 @@ def test_running_runs_are_neither_copied_nor_exported(tmp_path):
   config = json.loads(json.dumps(grid.config_for(point, "cpu").to_dict()))
   _fake_run(tmp_path / "other" / point.name, config, status="running")
   assert reproduce.finished_runs(str(tmp_path)) == {}
+  (tmp_path / "ref").mkdir()  # an earlier export, with the corpus its runs trained on
+  (tmp_path / "ref" / reference.CORPUS).write_text('{"corpus": "kept"}')
   assert reference.export(str(tmp_path / "other"), str(tmp_path / "ref")) == 0
+  assert json.loads((tmp_path / "ref" / reference.CORPUS).read_text()) == {"corpus": "kept"}
   with open(tmp_path / "ref" / "timing.json") as f:
     assert json.load(f) == {"runs": 0, "train_minutes_alone": 0.0}
 
