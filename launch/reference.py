@@ -113,8 +113,10 @@ def corpus_note(target: str) -> str | None:
     theirs = fmt.read_json(os.path.join(target, CORPUS))
   except (OSError, ValueError):
     return None
+  if not theirs:
+    return None
   ours = embedded_corpus.fingerprint(data_common.cache_dir(""))
-  if not theirs or theirs.get("sha256") == ours["sha256"]:
+  if theirs.get("sha256") == ours["sha256"]:
     return None
   return (f"the runs in {target} trained on the embedded corpus {theirs.get('corpus')} "
           f"({theirs.get('documents')} documents); this Python's is {ours['corpus']} "

@@ -31,9 +31,12 @@ from etils import epath
 
 from configs import grid as grid_lib
 from launch import reference, sweep, workers
+from stability import result_format as fmt
 
 
 COMMITTED_REFERENCE = "reference/cpu"
+REPO_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              COMMITTED_REFERENCE)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -201,9 +204,8 @@ class Progress:
 
   def __init__(self, grids: list[grid_lib.Grid], out: str, reference_dir: str):
     self.out = out
-    timed = reference.wall_seconds(reference_dir)
-    if not timed and os.path.isdir(COMMITTED_REFERENCE):  # a new --reference folder: the
-      timed = reference.wall_seconds(COMMITTED_REFERENCE)  # committed runs say which are long
+    # The committed runs say which runs are long where `reference_dir` (a new one) has none.
+    timed = {**reference.wall_seconds(REPO_REFERENCE), **reference.wall_seconds(reference_dir)}
     self.costs = run_costs(run_flops(grids), timed)
     self.started = time.time()
     self.total = self.left()
@@ -221,6 +223,11 @@ class Progress:
     return f"{minutes:.1f} min so far, {left / max(self.total, 1):.0%} of the training left, {eta}"
 
 
+def _finished_names(out_dir: str) -> set[str]:
+  return {name for name in os.listdir(out_dir)
+          if sweep.point_status(epath.Path(out_dir) / name) in fmt.FINISHED}
+
+
 def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int,
                    progress: Progress) -> dict[str, int]:
   """Copies shared runs, trains the rest, exports the reference; returns counts by status."""
@@ -230,6 +237,7 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
     print(f"[reproduce] {grid.experiment}/{name}: its config is not the point's any more; "
           "set aside and retrained", flush=True)
   copied = reuse_shared_runs(grid, out_dir, finished_runs(args.out))
+  finished_before = _finished_names(out_dir)
   print(f"[reproduce] {i}/{n} {grid.experiment} ({grid.figure}): {len(grid.points)} points, "
         f"{copied} copied from earlier experiments; {progress.line()}", flush=True)
   t0 = time.time()
@@ -243,7 +251,7 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
     (epath.Path(out_dir) / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
   written = reference.export(out_dir, os.path.join(args.reference, grid.experiment),
                              [p.name for p in grid.points])
-  if args.train == "true":
+  if _finished_names(out_dir) - finished_before:  # trained here, on this Python's corpus
     reference.write_corpus(os.path.join(args.reference, grid.experiment))
   print(f"[reproduce] {written} runs of {grid.experiment} written to "
         f"{os.path.join(args.reference, grid.experiment)}", flush=True)

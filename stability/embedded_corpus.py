@@ -11,6 +11,7 @@ first run leaves no half-written file behind. No TensorFlow is needed.
 """
 
 import ast
+import functools
 import hashlib
 import inspect
 import json
@@ -123,6 +124,7 @@ def ensure_corpus(cache: str, root: str | None = None) -> str:
   return path
 
 
+@functools.lru_cache(maxsize=4)
 def fingerprint(cache: str) -> dict:
   """Which text this Python's corpus is: its name, document count and the SHA-256 of its file
   (equal hashes, the same training and eval data; another Python version usually differs)."""

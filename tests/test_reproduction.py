@@ -56,6 +56,7 @@ def test_committed_reference_runs_record_one_corpus(in_repo):
              for e in sorted(os.listdir(REFERENCE))]
   assert len(records) == len(reproduce.EXPERIMENTS)
   assert len({json.dumps(r, sort_keys=True) for r in records}) == 1, records
+  assert records[0]["corpus"].endswith("py3.11.7")  # what the README says they trained on
 
 
 def test_corpus_record_and_the_note_on_another_corpus(tmp_path):
@@ -218,6 +219,7 @@ def test_batch_flag_reaches_the_sweep_runner_and_auto_never_batches_on_cpu(tmp_p
 
   def fake_run_grid(grid, out_dir, only="", batch=False, should_stop=lambda: False):
     batched.append(batch)
+    _fake_run(os.path.join(out_dir, grid.points[len(batched)].name), {"lr": len(batched)})
     return {"done": 1}
 
   monkeypatch.setattr(reproduce.sweep, "run_grid", fake_run_grid)
@@ -241,6 +243,8 @@ def test_runs_made_on_another_corpus_are_noted_before_training(tmp_path, monkeyp
   out = capsys.readouterr().out
   assert "[reproduce] note:" in out and "py3.99.0" in out
   assert out.index("note:") < out.index("fig10_forced_logits (Fig 10)")
+  # Nothing was trained in that call: the record of the runs there stays theirs.
+  assert "py3.99.0" in (other / reference.CORPUS).read_text()
 
 
 def test_sigterm_between_points_stops_before_the_next_point(tmp_path, monkeypatch):
