@@ -136,7 +136,7 @@ def finished_runs(out: str) -> dict[str, str]:
   """{config_key: run folder} of every finished run under `out`."""
   index = {}
   for run_dir, key, summary in reference.read_runs(out):
-    if summary.get("status") in ("done", "diverged"):
+    if summary.get("status") in fmt.FINISHED:
       index.setdefault(key, run_dir)
   return index
 

@@ -37,6 +37,13 @@ def test_profile_prints_every_part():
   assert len(top) == 3, proc.stdout  # the three longest ops, each with the code it came from
 
 
+def test_a_mistyped_model_value_is_refused():
+  cmd = [sys.executable, "-m", "stability.tools.profile_step", "--size=d32-L1", "--vocab=64",
+         "--model=qk_layernorm=true"]  # not per_head | full_width | off
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and "config.model.qk_layernorm='true' is invalid" in proc.stderr
+
+
 def test_control_flow_is_left_out_of_the_op_names():
   """A loop's event spans the ops inside it: counting both would count its body twice."""
   hlo = "\n".join([

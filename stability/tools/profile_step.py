@@ -27,6 +27,7 @@ from stability import config_schema
 from stability import run as run_lib
 from stability import runtime
 from stability import sizes
+from stability import validation
 
 
 def define_flags() -> None:
@@ -81,6 +82,7 @@ def bench_config():
     c.model[key] = value.lower() in ("1", "true") if is_bool else type(current)(value)
   c.data.batch_size = _BATCH.value
   c.opt.warmup_steps, c.train.steps = 10, 1000
+  validation.validate(c)  # a mistyped --model value is refused, not profiled as another model
   return c
 
 
