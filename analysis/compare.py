@@ -8,6 +8,7 @@ spread of the first.
 from __future__ import annotations
 
 import argparse
+import collections
 from typing import Sequence
 
 import pandas as pd
@@ -52,6 +53,27 @@ def sensitivity_pairs(a_runs: pd.DataFrame, b_runs: pd.DataFrame) -> pd.DataFram
   return pairs.assign(change=pairs["b"] - pairs["a"])
 
 
+def software(runs: pd.DataFrame) -> list[str]:
+  """One line per distinct software and corpus the runs' last sessions had, with its count."""
+  def known(value):
+    return None if pd.isna(value) else value
+  kinds = collections.Counter(
+      tuple(known(v) for v in row)
+      for row in runs[list(results.PROVENANCE_COLUMNS)].itertuples(index=False))
+  lines = []
+  for (python, jax, flags, corpus), count in kinds.most_common():
+    runs_n = f"({count} run{'' if count == 1 else 's'})"
+    if python is None:
+      lines.append(f"not recorded {runs_n}")
+    else:
+      corpus = f"corpus {corpus[:12]}" if corpus else "no embedded corpus"
+      lines.append(f"python {python}, jax {jax}, XLA_FLAGS '{flags}', {corpus} {runs_n}")
+  changed = int(sum(known(v) is True for v in runs["software_changed"]))
+  if changed:
+    lines.append(f"resumed under other software or data: {changed} (their summaries' provenance)")
+  return lines
+
+
 def _quantiles(gaps: pd.Series) -> str:
   gaps = gaps.abs()
   return (f"median {gaps.median():.4f}, 90th percentile {gaps.quantile(0.9):.4f}, "
@@ -61,8 +83,10 @@ def _quantiles(gaps: pd.Series) -> str:
 def report(a_dir: str, b_dir: str) -> str:
   a_runs, b_runs = finished(a_dir), finished(b_dir)
   gaps = point_gaps(a_runs, b_runs)
-  lines = [f"a: {a_dir}", f"b: {b_dir}", "",
-           f"|final loss b − a| per point: {_quantiles(gaps['gap'])} points"]
+  lines = [f"a: {a_dir}", f"b: {b_dir}", ""]
+  for label, runs in (("a", a_runs), ("b", b_runs)):
+    lines += [f"software in {label}: {line}" for line in software(runs)]
+  lines += ["", f"|final loss b − a| per point: {_quantiles(gaps['gap'])} points"]
   compared = gaps.index.droplevel("seed").unique()
   seeds = seed_gaps(a_runs)
   seeds = seeds[seeds.index.isin(compared)]

@@ -43,11 +43,13 @@ KEY_CONFIG = (
     "opt.eps", "model.qk_layernorm", "model.parametrization", "data.source", "data.batch_size",
     "model.seq_len")
 
+# What the last session of a run trained with (`provenance` in its summary; None when unrecorded).
+PROVENANCE_COLUMNS = ("python", "jax", "xla_flags", "corpus_sha256")
 NUMERIC_COLUMNS = ("d_model", "num_layers", "num_params", "lr", "init_eval_loss",
                    "final_eval_loss", "diverged_at_step", *SUMMARY_FIELDS)
 BASE_COLUMNS = ("name", "arm", "size", "d_model", "num_layers", "num_params", "lr", "seed", "status",
                 "init_eval_loss", "final_eval_loss", "diverged_at_step", *SUMMARY_FIELDS,
-                "run_dir")
+                *PROVENANCE_COLUMNS, "software_changed", "run_dir")
 
 _SIZE = re.compile(r"^d(\d+)-L(\d+)(?:-h(\d+))?$")
 _LR_TOKEN = re.compile(r"^lr[-+.0-9eE]+$")
@@ -263,6 +265,17 @@ def _fill_losses_from_eval(row: dict, summary: dict, run_dir: PathLike,
     row["final_eval_loss"] = float(evals["eval_loss"].iloc[-1])
 
 
+def _provenance(summary: dict) -> dict:
+  """The PROVENANCE_COLUMNS of a summary's last provenance record, and `software_changed`:
+  whether a resume changed the software or data (None when the run recorded none)."""
+  history = summary.get("provenance")
+  history = history if isinstance(history, list) else []
+  last = history[-1] if history and isinstance(history[-1], dict) else {}
+  return {"python": last.get("python"), "jax": last.get("jax"), "xla_flags": last.get("xla_flags"),
+          "corpus_sha256": (last.get("corpus") or {}).get("sha256"),
+          "software_changed": len(history) > 1 if history else None}
+
+
 def _run_row(run_dir: Any, point: dict | None, problems: Problems) -> dict:
   """One row of the runs table from a run folder and its `sweep.json` point (if any)."""
   name = point["name"] if point else run_dir.name
@@ -291,6 +304,7 @@ def _run_row(run_dir: Any, point: dict | None, problems: Problems) -> dict:
       "final_eval_loss": _number(summary.get("final_eval_loss")),
       "diverged_at_step": summary.get("diverged_at_step"),
       **{key: _number(summary.get(key)) for key in SUMMARY_FIELDS},
+      **_provenance(summary),
       "run_dir": str(run_dir),
   }
   if math.isnan(row["num_params"]):
@@ -309,8 +323,9 @@ def load_runs(path: PathLike) -> pd.DataFrame:
   """One row per run of a sweep folder (or of a single run folder).
 
   Columns: name, arm, size, d_model, num_layers, num_params, lr, status, init_eval_loss,
-  final_eval_loss, diverged_at_step, steps, tokens, wall_s, tokens_per_s, mfu, run_dir, then the
-  flattened config (`model.qk_layernorm`, `opt.peak_lr`, ...). arm/size/lr come from `sweep.json`
+  final_eval_loss, diverged_at_step, steps, tokens, wall_s, tokens_per_s, mfu, the software and
+  corpus of its last session (python, jax, xla_flags, corpus_sha256; None where unrecorded) and
+  software_changed, run_dir, then the flattened config (`model.qk_layernorm`, `opt.peak_lr`, ...). arm/size/lr come from `sweep.json`
   when it lists the run, else from the config and the run name. `status` is `unknown` when the
   summary is absent or unreadable. `attrs["problems"]` lists what could not be read and
   `attrs["sweep"]` holds `sweep.json` (or {}).

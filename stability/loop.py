@@ -22,6 +22,7 @@ import numpy as np
 from stability import checkpoint as checkpoint_lib
 from stability import data as data_lib
 from stability import flops
+from stability import provenance
 from stability import result_format
 from stability import run_files
 from stability import validation
@@ -249,9 +250,11 @@ class Group:
       m.files.truncate(metrics_before=0, evals_through=-1)
       m.files.append_eval({"step": 0, "eval_loss": init_loss})
 
-  def begin(self, start: int, init_loss: float) -> None:
-    """Opens the running members' event files and writes their `running` summaries."""
+  def begin(self, start: int, init_loss: float, history: list[dict]) -> None:
+    """Opens the running members' event files and writes their `running` summaries
+    (`history`: the group's provenance, `stability.provenance`)."""
     self.shared["init_eval_loss"] = init_loss
+    self.shared["provenance"] = history
     self.trained = self.running
     for m in self.trained:
       m.open_tensorboard()
@@ -352,12 +355,24 @@ class Training:
       self.train_iter.set_state(data_state)
       self.group.restore(_saved_members(self.progress, len(self.group.members)), start,
                          self.total)
+      self._continue_provenance(start)
       return state, start
     state = self.run.init_state(self.config.train.seed)
     # Members share one init, so one initial loss.
     self.progress["init_eval_loss"] = float(self.run.evaluate(state.params, self.eval_batches)[0])
     self.group.start_fresh(self.progress["init_eval_loss"])
+    self._continue_provenance(0)
     return state, 0
+
+  def _continue_provenance(self, start: int) -> None:
+    """Adds this session's software and data to the group's provenance if they are new, with a
+    warning when a resume changed them."""
+    history = self.progress.get("provenance", [])
+    current = provenance.record(self.config.data)
+    if history and provenance.differences(history[-1], current):
+      logging.warning("resuming at step %d with other software or data than the steps before: %s",
+                      start, "; ".join(provenance.differences(history[-1], current)))
+    self.progress["provenance"] = provenance.continued(history, start, current)
 
   def save(self, step: int, state) -> None:
     now = time.time()
@@ -368,7 +383,7 @@ class Training:
 
   def train(self) -> list[dict]:
     state, start = self.restore_or_init()
-    self.group.begin(start, self.progress["init_eval_loss"])
+    self.group.begin(start, self.progress["init_eval_loss"], self.progress["provenance"])
     with Preemption() as preemption:
       state, step, preempted = self.steps(state, start, preemption)
     return self.finish(state, start, step, preempted)

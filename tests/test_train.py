@@ -7,6 +7,7 @@ SIGKILL must hit a real process.
 
 import collections
 import json
+import logging
 import math
 import os
 import pathlib
@@ -231,6 +232,31 @@ def test_checkpoint_of_the_earlier_loop_format_resumes(tmp_path, uninterrupted):
                                    "wall_s": saved["wall_s"]}))
 
   assert train.train_and_evaluate(tiny_config(RESUME), str(workdir))["status"] == "done"
+  assert_same_run(workdir, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_resume_under_other_software_is_recorded_and_said(tmp_path, uninterrupted, caplog):
+  """The summary's provenance: one record from step 0 for a run trained in one go; a resume
+  whose checkpoint was written under another JAX adds a record from the step it resumed at,
+  with a warning naming the change (and the run still resumes exactly)."""
+  summary = json.loads((uninterrupted / "summary.json").read_text())
+  [record] = summary["provenance"]
+  assert record["from_step"] == 0 and record["jax"] == jax.__version__
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted, workdir)
+  shutil.rmtree(workdir / "checkpoints" / "20")
+  (workdir / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+  loop_file = workdir / "checkpoints" / "15" / "loop" / "metadata"
+  saved = json.loads(loop_file.read_text())
+  older = {**saved["provenance"][0], "jax": "0.0.1"}
+  loop_file.write_text(json.dumps({**saved, "provenance": [older]}))
+
+  with caplog.at_level(logging.WARNING):
+    assert train.train_and_evaluate(tiny_config(RESUME), str(workdir))["status"] == "done"
+  history = json.loads((workdir / "summary.json").read_text())["provenance"]
+  assert history == [older, {**record, "from_step": 15}]
+  assert f"jax 0.0.1 -> {jax.__version__}" in caplog.text
   assert_same_run(workdir, uninterrupted)
 
 
