@@ -1,13 +1,17 @@
 """Fig 6: weight decay independent of the LR gives lower LR sensitivity than LR-coupled decay.
 
 Arms (paper §3.2.2, Fig 6; docs/paper_notes.md#optimizer-and-schedule), qk-layernorm per
-head in both:
-  wd-independent  θ ← θ − s_t(ηΔ + λθ), λ = 1e-4 (the default recipe)
-  wd-coupled      θ ← θ − s_t·η(Δ + λθ), λ = 0.1 (AdamW as in PyTorch / Optax)
-Sizes: the Fig 1 ladder (its two smaller sizes at cpu scale). λ keeps the paper's values at
-every scale: over 300 cpu steps the independent λ = 1e-4 hardly decays at all, while the coupled
-λ·η·T stays large at high LR (0.1 × 0.1 × 300 = 3), so at cpu scale this compares LR-coupled
-decay with next to none; the verdict says so.
+head in all:
+  wd-independent          θ ← θ − s_t(ηΔ + λθ), λ = 1e-4 (the paper's; the default recipe)
+  wd-coupled              θ ← θ − s_t·η(Δ + λθ), λ = 0.1 (AdamW as in PyTorch / Optax)
+  wd-independent-matched  as wd-independent with the paper's total decay over the scale's steps,
+                          λ = 1e-4 × 1e5 / steps (`grid.matched_decay`; 1/30 at cpu scale), at
+                          every scale that trains fewer steps than the paper
+Sizes: the Fig 1 ladder (its two smaller sizes at cpu scale). Over 300 cpu steps the paper's
+independent λ = 1e-4 hardly decays at all (λ·T = 0.03 against the paper's 10), while the coupled
+λ·η·T stays large at high LR (0.1 × 0.1 × 300 = 3). So where steps are fewer, the matched arm is
+the independent decay the paper compares (as Fig 3 and E.10 match their coefficients), and the
+claim is judged on it; the paper's λ is trained and reported beside it.
 LRs: the scale's grid. The coupled arm's LR sensitivity is the minimum over the scale's range
 and the same range half a decade lower ([1e-4, 1e-1] and [3e-4, 3e-1] at paper scale, [1e-3,
 0.1] and [3e-3, 0.3] at cpu scale; docs/paper_notes.md#lr-sensitivity), so at gpu and paper
@@ -20,16 +24,28 @@ Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters.
   python -m analysis.report results/fig6
 """
 
+import math
+
 from configs import grid
 
 INDEPENDENT = "wd-independent"
 COUPLED = "wd-coupled"
+MATCHED = "wd-independent-matched"
 ARMS = {
     INDEPENDENT: {"model.qk_layernorm": "per_head", "opt.weight_decay_mode": "independent",
                   "opt.weight_decay": 1e-4},
     COUPLED: {"model.qk_layernorm": "per_head", "opt.weight_decay_mode": "coupled",
               "opt.weight_decay": 0.1},
 }
+
+
+def independent_arms(scale: str) -> dict[str, dict]:
+  """The independent arm, and the matched one where the scale's steps make its λ another."""
+  arms = {INDEPENDENT: ARMS[INDEPENDENT]}
+  matched = grid.matched_decay(scale)
+  if not math.isclose(matched, ARMS[INDEPENDENT]["opt.weight_decay"]):
+    arms[MATCHED] = {**ARMS[INDEPENDENT], "opt.weight_decay": matched}
+  return arms
 
 
 def coupled_ranges(scale: str) -> list[list[float]]:
@@ -49,7 +65,7 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   kv = grid.parse_grid_arg(arg)
   scale = kv["scale"]
   sizes = grid.sizes_arg(kv, grid.SCALE_SECONDARY_SIZES[scale])
-  points = (grid.sweep({INDEPENDENT: ARMS[INDEPENDENT]}, sizes, grid.SCALE_LRS[scale])
+  points = (grid.sweep(independent_arms(scale), sizes, grid.SCALE_LRS[scale])
             + grid.sweep({COUPLED: ARMS[COUPLED]}, sizes, coupled_lrs(scale)))
   return grid.Grid(
       experiment="fig6_weight_decay", scale=scale, figure="Fig 6", points=points,

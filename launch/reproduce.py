@@ -200,13 +200,15 @@ def run_costs(flops: dict[str, float], reference_s: dict[str, float]) -> dict[st
 
 class Progress:
   """Minutes so far and an ETA for the whole reproduction: the runs left, each weighted by its
-  reference run's time (`run_costs`), at the pace measured so far."""
+  reference run's time (`run_costs`), at the pace measured so far (before any: the reference
+  runs' pace)."""
 
   def __init__(self, grids: list[grid_lib.Grid], out: str, reference_dir: str):
     self.out = out
     # The committed runs say which runs are long where `reference_dir` (a new one) has none.
     timed = {**reference.wall_seconds(REPO_REFERENCE), **reference.wall_seconds(reference_dir)}
     self.costs = run_costs(run_flops(grids), timed)
+    self.in_seconds = any(timed.get(k, 0.0) > 0 for k in self.costs)  # else FLOPs: no unit
     self.started = time.time()
     self.total = self.left()
 
@@ -219,7 +221,12 @@ class Progress:
     minutes = (time.time() - self.started) / 60
     left = self.left()
     done = self.total - left
-    eta = f"ETA {left / done * minutes:.0f} min" if done > 0 and minutes > 0 else "ETA unknown"
+    if done > 0 and minutes > 0:
+      eta = f"ETA {left / done * minutes:.0f} min"
+    elif self.in_seconds:  # nothing trained yet: the reference runs' own times
+      eta = f"ETA {left / 60:.0f} min at the reference runs' pace"
+    else:
+      eta = "ETA unknown"
     return f"{minutes:.1f} min so far, {left / max(self.total, 1):.0%} of the training left, {eta}"
 
 

@@ -208,11 +208,13 @@ def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
 
 
 class Tally:
-  """Counts of points by status, and the progress line with an ETA from the points trained."""
+  """Counts of points by status, and the progress line with an ETA from the points trained
+  (for the `to_train` points that were unfinished when the grid started)."""
 
-  def __init__(self, total: int):
+  def __init__(self, total: int, to_train: int):
     self.counts: collections.Counter[str] = collections.Counter()
     self.total = total
+    self.to_train = to_train
     self.done = 0
     self.trained_s: list[float] = []  # per point
 
@@ -224,12 +226,13 @@ class Tally:
     for status in statuses:
       self.add(status)
     self.trained_s.append(seconds / len(points))
-    left = self.total - self.done
+    self.to_train -= len(statuses)
+    left = max(self.to_train, 0)
     eta = sum(self.trained_s) / len(self.trained_s) * left / 60
     names = (points[0].name if len(points) == 1
              else f"{len(points)} points batched ({points[0].name}, ...)")
     print(f"[sweep] {self.done}/{self.total} {names}: {', '.join(sorted(set(statuses)))} in "
-          f"{seconds:.0f}s; ETA {eta:.1f} min for {left} more", flush=True)
+          f"{seconds:.0f}s; ETA {eta:.1f} min for {left} more to train", flush=True)
 
 
 def claim_points(group, out_dir: epath.Path, tally: Tally):
@@ -285,7 +288,8 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
   points = [p for p in grid.points if re.search(only, p.name)]
-  tally = Tally(len(points))
+  unfinished = [p for p in points if point_status(out_dir / p.name) not in fmt.FINISHED]
+  tally = Tally(len(points), len(unfinished))
   for group in batch_groups(points, grid.scale, batch):
     if should_stop():
       tally.add("preempted", done=False)

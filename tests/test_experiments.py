@@ -187,6 +187,18 @@ def test_fig6_cpu_coupled_arm_is_scored_over_the_range_and_half_a_decade_below()
   assert g.sensitivity["ranges"] == [[3e-3, 3e-1]]
 
 
+@pytest.mark.parametrize("scale, matched", [("cpu", 1e-4 * 1e5 / 300), ("gpu", 1e-4 * 1e5 / 1e4)])
+def test_fig6_trains_the_paper_total_decay_where_steps_are_fewer(scale, matched):
+  """λ·T = 10 as over the paper's 1e5 steps; the paper's λ arm stays, on the same points."""
+  g = get_grid("fig6_weight_decay", "", scale)
+  arms = layout(g)
+  assert set(arms) == {"wd-independent", "wd-coupled", "wd-independent-matched"}
+  assert arms["wd-independent-matched"] == arms["wd-independent"]
+  assert one_value(g, "wd-independent-matched", "opt.weight_decay") == pytest.approx(matched)
+  assert one_value(g, "wd-independent-matched", "opt.weight_decay_mode") == "independent"
+  assert one_value(g, "wd-independent", "opt.weight_decay") == 1e-4
+
+
 def test_fig7_width_and_depth_sweeps():
   g = paper("fig7_width_depth")
   arms = layout(g)

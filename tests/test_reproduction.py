@@ -134,6 +134,8 @@ def test_eta_weights_each_distinct_run_by_its_reference_seconds(in_repo, tmp_pat
   assert progress.costs == reference.wall_seconds(REFERENCE)  # each distinct run once, timed
   _, distinct, minutes = reference.totals(REFERENCE)
   assert len(progress.costs) == distinct and progress.total == pytest.approx(minutes * 60)
+  # Before a run has trained, the ETA is the reference runs' own time (it said "unknown").
+  assert progress.line().endswith(f"ETA {minutes:.0f} min at the reference runs' pace")
   # A finished run leaves the estimate once, though two experiments share its config.
   fig1 = grids[0]
   point = fig1.point("d128-L4_lr3e-01_qkln-on")

@@ -132,6 +132,27 @@ def test_failed_point_does_not_stop_the_grid(tmp_path, monkeypatch):
   assert len(calls) == 3
 
 
+def test_eta_counts_only_the_points_left_to_train(tmp_path, monkeypatch, capsys):
+  """Points finished before the grid started are not priced in the ETA (they used to be)."""
+  grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0")
+  grid = grid.__class__(**{**grid.__dict__, "points": grid.points[:4]})
+  for point in grid.points[1:3]:  # the second and third finished earlier
+    os.makedirs(tmp_path / point.name)
+    json.dump({"status": "done"}, open(tmp_path / point.name / "summary.json", "w"))
+  from stability import train
+
+  def fake_train(config, workdir):
+    os.makedirs(workdir, exist_ok=True)
+    json.dump({"status": "done"}, open(os.path.join(workdir, "summary.json"), "w"))
+    return {"status": "done"}
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  assert sweep.run_grid(grid, str(tmp_path)) == {"done": 4}
+  lines = [l for l in capsys.readouterr().out.splitlines() if "ETA" in l]
+  assert [l.split("/4 ")[0] for l in lines] == ["[sweep] 1", "[sweep] 4"]
+  assert lines[0].endswith("for 1 more to train") and lines[1].endswith("for 0 more to train")
+
+
 def test_dry_run_lists_points_and_cost():
   grid = fig1_qk_layernorm.get_grid("scale=paper")
   text = sweep.dry_run(grid, "H100", 0.4)
