@@ -368,7 +368,7 @@ class Training:
     """Adds this session's software and data to the group's provenance if they are new, with a
     warning when a resume changed them."""
     history = self.progress.get("provenance", [])
-    current = provenance.record(self.config.data)
+    current = provenance.record(self.config.data, self.run.compiler_options)
     if history and provenance.differences(history[-1], current):
       logging.warning("resuming at step %d with other software or data than the steps before: %s",
                       start, "; ".join(provenance.differences(history[-1], current)))

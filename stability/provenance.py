@@ -1,10 +1,10 @@
 """What software and data a run trained with, recorded in its summary.
 
 A run's numbers depend on more than its config: another JAX version rounds differently, XLA_FLAGS
-can change the compiled program, and the embedded corpus is extracted from the running Python, so
-another Python trains on other text. `record` names all of these. A run's summary holds a list of
-them (`provenance`): one, or one more for each resume under other software or data, from the step
-it resumed at.
+and compiler options change the compiled program, and the embedded corpus is extracted from the
+running Python, so another Python trains on other text. `record` names all of these. A run's
+summary holds a list of them (`provenance`): one, or one more for each resume under other
+software or data, from the step it resumed at.
 """
 
 import importlib.metadata
@@ -30,9 +30,10 @@ def software() -> dict:
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def record(data_config) -> dict:
-  """`software()`, and for the embedded source the corpus it reads (name, documents, SHA-256)."""
-  out = software()
+def record(data_config, compiler_options: dict) -> dict:
+  """`software()`, the programs' XLA `compiler_options` (`stability.compiler_options`), and for
+  the embedded source the corpus it reads (name, documents, SHA-256)."""
+  out = {**software(), "compiler_options": dict(compiler_options)}
   if data_config.source == "embedded":
     cache = data_common.cache_dir(data_config.embedded.cache_dir)
     out["corpus"] = embedded_corpus.fingerprint(cache)

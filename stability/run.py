@@ -22,6 +22,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from stability import checkpoint as checkpoint_lib
+from stability import compiler_options
 from stability import result_format
 from stability import optim
 from stability import sharding
@@ -42,11 +43,12 @@ def batchable_key(config) -> str:
 def program_key(configs, vocab_size: int) -> str:
   """Groups with equal keys compile to the same programs: the same vocabulary, as many members,
   and the same batchable key but for the seeds (init and data order are arguments of the
-  programs, not part of them). Fields no program reads (log and checkpoint intervals, data
-  paths) still count: safe, at the cost of some reuse."""
+  programs, not part of them), and the same XLA options. Fields no program reads (log and
+  checkpoint intervals, data paths) still count: safe, at the cost of some reuse."""
   config = copy.deepcopy(configs[0])
   config.train.seed = config.data.seed = 0
-  return f"vocab {vocab_size}, {len(configs)} members, {batchable_key(config)}"
+  options = compiler_options.for_training(vocab_size)
+  return f"vocab {vocab_size}, {len(configs)} members, {options}, {batchable_key(config)}"
 
 
 def check_batchable(configs) -> None:
@@ -116,6 +118,7 @@ class Run:
     # same compiled program (and hits JAX's persistent compilation cache).
     self.hypers = _hypers_of(configs)
     self.key = program_key(configs, vocab_size)
+    self.compiler_options = compiler_options.for_training(vocab_size)
     self._build_shardings()
     self._build_steps()
 
@@ -166,17 +169,18 @@ class Run:
 
   def _build_steps(self) -> None:
     repl = sharding.replicated(self.mesh)
+    jit = functools.partial(jax.jit, compiler_options=self.compiler_options or None)
     jit_step = functools.partial(
-        jax.jit, in_shardings=(self.state_shardings, self.batch_sharding, repl),
+        jit, in_shardings=(self.state_shardings, self.batch_sharding, repl),
         out_shardings=(self.state_shardings, repl), donate_argnums=0)
     self._steps = {d: jit_step(functools.partial(self._step, diagnose=d)) for d in (False, True)}
-    self._jit_init = jax.jit(self._init, out_shardings=self.state_shardings)
+    self._jit_init = jit(self._init, out_shardings=self.state_shardings)
     eval_one = functools.partial(step_lib.eval_step, model=self.model)
-    self._eval_step = jax.jit(_per_member(eval_one, self.num_members, (0, None)),
-                              in_shardings=(self.param_shardings, self.batch_sharding),
-                              out_shardings=repl)
-    self._params_finite = jax.jit(_per_member(step_lib.params_finite, self.num_members, (0,)),
-                                  in_shardings=(self.param_shardings,), out_shardings=repl)
+    self._eval_step = jit(_per_member(eval_one, self.num_members, (0, None)),
+                          in_shardings=(self.param_shardings, self.batch_sharding),
+                          out_shardings=repl)
+    self._params_finite = jit(_per_member(step_lib.params_finite, self.num_members, (0,)),
+                              in_shardings=(self.param_shardings,), out_shardings=repl)
 
   def use_hypers_of(self, configs) -> "Run":
     """These programs for `configs`, whose `program_key` is this run's: their hyper-parameters

@@ -18,16 +18,18 @@ from tests._runs_fixture import make_sweep
 def test_record_names_python_packages_flags_and_no_corpus_without_the_embedded_source(
     monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
-  got = provenance.record(base.get_config("size=d64-L2,data=synthetic").data)
+  got = provenance.record(base.get_config("size=d64-L2,data=synthetic").data,
+                          {"xla_cpu_experimental_ynn_fusion_type": ""})
   assert got["python"] == platform.python_version()
   assert got["jax"] == jax.__version__ and got["jaxlib"] and got["flax"] and got["optax"]
   assert got["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type="
+  assert got["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
   assert "corpus" not in got
 
 
 def test_record_of_the_embedded_source_names_its_corpus():
   data = base.get_config("size=d64-L2,data=embedded").data
-  got = provenance.record(data)["corpus"]
+  got = provenance.record(data, {})["corpus"]
   assert got == embedded_corpus.fingerprint(data_common.cache_dir(data.embedded.cache_dir))
   assert got["corpus"].endswith(platform.python_version()) and len(got["sha256"]) == 64
 

@@ -1,0 +1,48 @@
+"""XLA options the training programs compile with (`jax.jit(..., compiler_options=...)`).
+
+One so far: XLA:CPU's YNNPACK fusions. XLA:CPU hands matmuls and the reductions and elementwise
+ops around them to YNNPACK. On jax 0.12 that is slow for the small models of the cpu-scale grids
+and fast for a 32k-vocabulary head (tokens/s with the fusions off ÷ XLA's default, bfloat16,
+16 × 128 tokens; docs/performance.md):
+
+  vocab 259:     d64-L2 1.13×, d128-L2 1.8×, d128-L4 1.39×, d256-L3 1.60×
+  vocab 32,101:  d128-L2 0.95× (plain head), 0.74× (fused head)
+
+On jax 0.10.2 the gain is smaller (1.0–1.3×), and the committed reference runs were made there
+with XLA's default, which turning them off would round differently. So `auto` turns them off on
+the CPU backend from jax 0.12 on, for vocabularies below `MAX_VOCAB`, and leaves XLA's default
+elsewhere. $STABILITY_CPU_YNN_FUSIONS = auto (default) | xla | off chooses for every run of the
+process; an `xla_cpu_experimental_ynn_fusion_type` in $XLA_FLAGS is left to rule.
+"""
+
+import os
+
+import jax
+
+ENV = "STABILITY_CPU_YNN_FUSIONS"
+CHOICES = ("auto", "xla", "off")
+YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
+MAX_VOCAB = 2048  # measured: faster at 259, slower at 32,101
+FIRST_JAX = (0, 12)
+
+
+def _choice() -> str:
+  choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
+  if choice not in CHOICES:
+    raise ValueError(f"${ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
+  return choice
+
+
+def ynn_fusions_off(vocab_size: int) -> bool:
+  """Whether the training programs of a model with this vocabulary turn YNNPACK fusions off."""
+  if YNN_FUSIONS in os.environ.get("XLA_FLAGS", "") or jax.default_backend() != "cpu":
+    return False
+  choice = _choice()
+  if choice != "auto":
+    return choice == "off"
+  return tuple(jax.__version_info__[:2]) >= FIRST_JAX and vocab_size < MAX_VOCAB
+
+
+def for_training(vocab_size: int) -> dict[str, str]:
+  """The `compiler_options` of the train, eval and init programs ({} for XLA's defaults)."""
+  return {YNN_FUSIONS: ""} if ynn_fusions_off(vocab_size) else {}
