@@ -35,6 +35,7 @@ from absl import flags  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from stability import compiler_options  # noqa: E402
 from stability import config_schema  # noqa: E402
 from stability import flops  # noqa: E402
 from stability import model as model_lib  # noqa: E402
@@ -281,7 +282,12 @@ def describe_machine(dtype: str, peak_each: float | None, attention: str) -> str
   return (f"{n_dev} × {device_kind} ({peak}{', measured float32 matmul' if on_cpu else ''}); "
           f"{versions}; dtype {dtype}; attention {attention}; remat {_REMAT.value}; batch "
           f"{_BATCH.value}×{_SEQ_LEN.value} in {_GRAD_ACCUM.value} microbatch(es){vmapped_accum}; "
-          f"vocab {_VOCAB.value}; {time.strftime('%Y-%m-%d')}")
+          f"vocab {_VOCAB.value}; {ynn_label()}{time.strftime('%Y-%m-%d')}")
+
+
+def ynn_label() -> str:
+  """Says so when the JAX programs compile without YNNPACK fusions (stability.compiler_options)."""
+  return "YNNPACK fusions off; " if compiler_options.ynn_fusions_off(_VOCAB.value) else ""
 
 
 def attention_label(configs: dict, dtype: str) -> str:
