@@ -301,32 +301,40 @@ def _decay_totals(runs: pd.DataFrame) -> dict[str, float]:
   return {arm: float(total) for arm, total in totals.items()}
 
 
+def _losses_at_lowest_shared_lr(runs: pd.DataFrame) -> str:
+  """'at LR 0.001 — d64-L2: wd-coupled 2.63, ...': mean final losses at the lowest LR every arm
+  trained, per size."""
+  lr = min(set.intersection(*(set(g["lr"]) for _, g in runs.groupby("arm"))))
+  losses = ev.clipped_losses(runs[runs["lr"] == lr]).groupby(["size", "arm"])["loss"].mean()
+  return f"final loss at LR {ev.fmt(lr)} — " + "; ".join(
+      f"{size}: " + ", ".join(f"{arm} {ev.fmt(v)}" for arm, v in losses[size].items())
+      for size in ev.sizes_by_params(runs) if size in losses.index.get_level_values("size"))
+
+
 def check_fig6(s: ev.Sweeps) -> ev.Finding:
-  """Judged on the independent arm with the paper's total decay (`wd-independent-matched`,
-  trained where the scale has fewer steps than the paper), else on `wd-independent`."""
+  """Judged on the paper's λ for both arms (at LR 1e-3 the arms then decay alike: 0.1 × 1e-3 =
+  1e-4). `wd-independent-matched`, where trained, is reported: the coupled arm cannot be matched
+  the same way (at cpu scale λ = 33, and η·λ ≥ 1 from LR 0.03)."""
   runs = s.runs(FIG6)
   if runs is None:
     return ev.missing(FIG6)
   wide, totals = _sens_by_arm(runs), _decay_totals(runs)
   spread = s.spread.sensitivity
-  judged_arm = "wd-independent-matched" if "wd-independent-matched" in wide else "wd-independent"
-  gaps = {arm: wide["wd-coupled"] - wide[arm] for arm in totals if arm in wide}
-  verdict = ev.judged(bool((gaps[judged_arm] > spread).all()))
-  reason = (f"coupled minus {judged_arm} (λ·T {ev.fmt(totals[judged_arm])}; the paper's: 10): "
-            f"{', '.join(ev.fmt(g) for g in gaps[judged_arm])} (seed spread {ev.fmt(spread)})")
-  if judged_arm != "wd-independent" and "wd-independent" in gaps:
-    reason += (f"; at the paper's per-step λ = 1e-4 (λ·T {ev.fmt(totals['wd-independent'])}, "
-               "next to no decay over these steps): "
-               f"{', '.join(ev.fmt(g) for g in gaps['wd-independent'])}")
-  elif totals[judged_arm] < 1:
-    reason += "; so at this scale it compares coupled decay with next to none"
-  lowest = runs[runs["lr"] == runs["lr"].min()]
-  at_lowest = ev.clipped_losses(lowest).groupby("arm")["loss"].mean()
-  reason += (f"; mean final loss at the lowest LR ({ev.fmt(lowest['lr'].iloc[0])}): "
-             + ", ".join(f"{arm} {ev.fmt(loss)}" for arm, loss in at_lowest.items()))
+  gap = wide["wd-coupled"] - wide["wd-independent"]
+  verdict = ev.judged(bool((gap > spread).all()))
+  reason = (f"coupled minus independent: {', '.join(ev.fmt(g) for g in gap)} "
+            f"(seed spread {ev.fmt(spread)})")
+  if totals["wd-independent"] < 1:
+    reason += (f"; the independent arm's total decay λ·T is {ev.fmt(totals['wd-independent'])} "
+               "(the paper's: 10), so at this scale it compares coupled decay with next to none")
+  if "wd-independent-matched" in wide:
+    matched = wide["wd-coupled"] - wide["wd-independent-matched"]
+    reason += (f". With the paper's total instead (λ·T "
+               f"{ev.fmt(totals['wd-independent-matched'])}; coupled decay cannot be matched "
+               f"so), coupled minus independent: {', '.join(ev.fmt(g) for g in matched)}; "
+               + _losses_at_lowest_shared_lr(runs))
   return ev.Finding(verdict, _wide_text(wide), reason,
-                    {"sensitivity": wide.to_dict(), "decay_totals": totals,
-                     "judged_arm": judged_arm})
+                    {"sensitivity": wide.to_dict(), "decay_totals": totals})
 
 
 def check_ablations(s: ev.Sweeps) -> ev.Finding:

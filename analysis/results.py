@@ -267,13 +267,19 @@ def _fill_losses_from_eval(row: dict, summary: dict, run_dir: PathLike,
 
 def _provenance(summary: dict) -> dict:
   """The PROVENANCE_COLUMNS of a summary's last provenance record, and `software_changed`:
-  whether a resume changed the software or data (None when the run recorded none)."""
+  whether a resume changed the software or data (None when unknown: no record, or none for the
+  first steps)."""
   history = summary.get("provenance")
-  history = history if isinstance(history, list) else []
-  last = history[-1] if history and isinstance(history[-1], dict) else {}
+  history = [r for r in history if isinstance(r, dict)] if isinstance(history, list) else []
+  last = history[-1] if history else {}
+  corpus = last.get("corpus") if isinstance(last.get("corpus"), dict) else {}
+  changed = None
+  if len(history) > 1:
+    changed = True
+  elif history and history[0].get("from_step") == 0:
+    changed = False
   return {"python": last.get("python"), "jax": last.get("jax"), "xla_flags": last.get("xla_flags"),
-          "corpus_sha256": (last.get("corpus") or {}).get("sha256"),
-          "software_changed": len(history) > 1 if history else None}
+          "corpus_sha256": corpus.get("sha256"), "software_changed": changed}
 
 
 def _run_row(run_dir: Any, point: dict | None, problems: Problems) -> dict:

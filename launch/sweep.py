@@ -208,26 +208,27 @@ def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
 
 
 class Tally:
-  """Counts of points by status, and the progress line with an ETA from the points trained
-  (for the `to_train` points that were unfinished when the grid started)."""
+  """Counts of points by status, and the progress line with an ETA from the points trained,
+  for the points unfinished when the grid started that no runner has taken up yet."""
 
-  def __init__(self, total: int, to_train: int):
+  def __init__(self, total: int, unfinished: set[str]):
     self.counts: collections.Counter[str] = collections.Counter()
     self.total = total
-    self.to_train = to_train
+    self.unfinished = set(unfinished)
     self.done = 0
     self.trained_s: list[float] = []  # per point
 
-  def add(self, status: str, done: bool = True) -> None:
+  def add(self, status: str, name: str | None = None, done: bool = True) -> None:
+    """Counts a point (`name`: it is no longer left to train here)."""
     self.counts[status] += 1
     self.done += done
+    self.unfinished.discard(name)
 
   def trained(self, points, statuses: list[str], seconds: float) -> None:
-    for status in statuses:
-      self.add(status)
+    for point, status in zip(points, statuses):
+      self.add(status, point.name)
     self.trained_s.append(seconds / len(points))
-    self.to_train -= len(statuses)
-    left = max(self.to_train, 0)
+    left = len(self.unfinished)
     eta = sum(self.trained_s) / len(self.trained_s) * left / 60
     names = (points[0].name if len(points) == 1
              else f"{len(points)} points batched ({points[0].name}, ...)")
@@ -242,14 +243,14 @@ def claim_points(group, out_dir: epath.Path, tally: Tally):
     lock = PointLock(out_dir / ".locks", point.name)
     if (status := point_status(out_dir / point.name)) in fmt.FINISHED:
       lock.clear_if_stale()
-      tally.add(status)
+      tally.add(status, point.name)
     elif not lock.acquire():
       logging.info("%s is being run by another runner; skipping", point.name)
-      tally.add("locked")
+      tally.add("locked", point.name)
       locked = True
     elif (status := point_status(out_dir / point.name)) in fmt.FINISHED:  # finished meanwhile
       lock.release()
-      tally.add(status)
+      tally.add(status, point.name)
     else:
       todo.append(point)
       locks.append(lock)
@@ -288,8 +289,8 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
   points = [p for p in grid.points if re.search(only, p.name)]
-  unfinished = [p for p in points if point_status(out_dir / p.name) not in fmt.FINISHED]
-  tally = Tally(len(points), len(unfinished))
+  tally = Tally(len(points), {p.name for p in points
+                              if point_status(out_dir / p.name) not in fmt.FINISHED})
   for group in batch_groups(points, grid.scale, batch):
     if should_stop():
       tally.add("preempted", done=False)

@@ -372,6 +372,8 @@ class Training:
     if history and provenance.differences(history[-1], current):
       logging.warning("resuming at step %d with other software or data than the steps before: %s",
                       start, "; ".join(provenance.differences(history[-1], current)))
+    elif not history and start > 0:
+      logging.info("the steps before %d left no provenance record (an older checkpoint)", start)
     self.progress["provenance"] = provenance.continued(history, start, current)
 
   def save(self, step: int, state) -> None:

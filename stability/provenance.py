@@ -7,9 +7,12 @@ summary holds a list of them (`provenance`): one, or one more for each resume un
 software or data, from the step it resumed at.
 """
 
+import functools
 import importlib.metadata
 import os
+import pathlib
 import platform
+import subprocess
 
 from stability import data_common
 from stability import embedded_corpus
@@ -24,10 +27,27 @@ def _version(package: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str | None:
+  """The git commit of this checkout, `-dirty` when the training code (stability/, configs/)
+  has uncommitted changes; None outside a git checkout of the project."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  def git(*args):
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+  try:
+    if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+      return None
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "stability", "configs")
+    return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
 def software() -> dict:
-  """The Python and package versions of this process, and its XLA_FLAGS."""
-  return {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES},
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  """The code version, Python and package versions of this process, and its XLA_FLAGS."""
+  return {"code": code_version(), "python": platform.python_version(),
+          **{p: _version(p) for p in PACKAGES}, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def record(data_config, compiler_options: dict) -> dict:
@@ -41,9 +61,10 @@ def record(data_config, compiler_options: dict) -> dict:
 
 
 def differences(before: dict, after: dict) -> list[str]:
-  """`"jax 0.10.2 -> 0.12.0"` for each entry that differs (the step keys aside)."""
-  keys = sorted((set(before) | set(after)) - {"from_step"})
-  return [f"{k} {before.get(k)} -> {after.get(k)}" for k in keys if before.get(k) != after.get(k)]
+  """`"jax 0.10.2 -> 0.12.0"` for each entry both records have that differs (an entry one lacks,
+  written by another version of this module, is unknown rather than changed)."""
+  keys = sorted((set(before) & set(after)) - {"from_step"})
+  return [f"{k} {before[k]} -> {after[k]}" for k in keys if before[k] != after[k]]
 
 
 def continued(history: list[dict], start: int, current: dict) -> list[dict]:

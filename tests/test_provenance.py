@@ -1,7 +1,9 @@
 """stability.provenance: the software and corpus a run trained with, and how analysis reads them."""
 
 import json
+import pathlib
 import platform
+import subprocess
 
 import jax
 import pytest
@@ -32,6 +34,22 @@ def test_record_of_the_embedded_source_names_its_corpus():
   got = provenance.record(data, {})["corpus"]
   assert got == embedded_corpus.fingerprint(data_common.cache_dir(data.embedded.cache_dir))
   assert got["corpus"].endswith(platform.python_version()) and len(got["sha256"]) == 64
+
+
+def test_code_version_is_this_checkouts_commit():
+  root = pathlib.Path(__file__).resolve().parents[1]
+  head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                        text=True, check=True).stdout.strip()
+  assert provenance.code_version() in (head, f"{head}-dirty")
+  assert provenance.software()["code"] == provenance.code_version()
+
+
+def test_an_entry_only_one_record_has_is_unknown_not_changed():
+  """A checkpoint written before an entry existed (here `compiler_options`) resumes quietly."""
+  older = {"from_step": 0, "python": "3.11.7", "jax": "0.10.2"}
+  newer = {**older, "compiler_options": {}}
+  assert provenance.differences(older, newer) == []
+  assert provenance.continued([older], 100, newer) == [older]
 
 
 def test_a_resume_adds_a_record_only_when_something_changed():
@@ -80,9 +98,18 @@ def test_runs_table_and_compare_name_the_software(tmp_path):
 
 
 @pytest.mark.parametrize("summary", [{}, {"provenance": []}, {"provenance": ["torn"]},
-                                     {"provenance": {"python": "3.11.7"}}])
+                                     {"provenance": {"python": "3.11.7"}},
+                                     {"provenance": [{"corpus": "torn"}]}])
 def test_runs_without_a_usable_record_read_as_unrecorded(tmp_path, summary):
   run = make_sweep(tmp_path / "s", {("arm", "d64-L2"): {1e-2: 3.0}})
   _add_provenance(run, [summary.get("provenance")])
   row = results.load_runs(str(run)).iloc[0]
   assert row["python"] is None and row["corpus_sha256"] is None
+  assert row["software_changed"] is None
+
+
+def test_a_run_resumed_from_an_unrecorded_checkpoint_has_unknown_changes(tmp_path):
+  run = make_sweep(tmp_path / "s", {("arm", "d64-L2"): {1e-2: 3.0}})
+  _add_provenance(run, [[_record(from_step=100)]])
+  row = results.load_runs(str(run)).iloc[0]
+  assert row["python"] == "3.11.7" and row["software_changed"] is None

@@ -133,12 +133,17 @@ def test_failed_point_does_not_stop_the_grid(tmp_path, monkeypatch):
 
 
 def test_eta_counts_only_the_points_left_to_train(tmp_path, monkeypatch, capsys):
-  """Points finished before the grid started are not priced in the ETA (they used to be)."""
+  """Points finished before the grid started, or held by another runner, are not priced in the
+  ETA (they used to be)."""
   grid = fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0")
-  grid = grid.__class__(**{**grid.__dict__, "points": grid.points[:4]})
-  for point in grid.points[1:3]:  # the second and third finished earlier
-    os.makedirs(tmp_path / point.name)
-    json.dump({"status": "done"}, open(tmp_path / point.name / "summary.json", "w"))
+  grid = grid.__class__(**{**grid.__dict__, "points": grid.points[:5]})
+  names = [p.name for p in grid.points]
+  for name in names[2:4]:  # finished earlier
+    os.makedirs(tmp_path / name)
+    json.dump({"status": "done"}, open(tmp_path / name / "summary.json", "w"))
+  os.makedirs(tmp_path / ".locks")  # the first is another live runner's
+  with open(tmp_path / ".locks" / f"{names[0]}.lock", "w") as f:
+    json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
   from stability import train
 
   def fake_train(config, workdir):
@@ -147,9 +152,9 @@ def test_eta_counts_only_the_points_left_to_train(tmp_path, monkeypatch, capsys)
     return {"status": "done"}
 
   monkeypatch.setattr(train, "train_and_evaluate", fake_train)
-  assert sweep.run_grid(grid, str(tmp_path)) == {"done": 4}
+  assert sweep.run_grid(grid, str(tmp_path)) == {"locked": 1, "done": 4}
   lines = [l for l in capsys.readouterr().out.splitlines() if "ETA" in l]
-  assert [l.split("/4 ")[0] for l in lines] == ["[sweep] 1", "[sweep] 4"]
+  assert [l.split(" ")[1] for l in lines] == ["2/5", "5/5"]
   assert lines[0].endswith("for 1 more to train") and lines[1].endswith("for 0 more to train")
 
 
