@@ -304,7 +304,10 @@ def _decay_totals(runs: pd.DataFrame) -> dict[str, float]:
 def _losses_at_lowest_shared_lr(runs: pd.DataFrame) -> str:
   """'at LR 0.001 — d64-L2: wd-coupled 2.63, ...': mean final losses at the lowest LR every arm
   trained, per size."""
-  lr = min(set.intersection(*(set(g["lr"]) for _, g in runs.groupby("arm"))))
+  shared = set.intersection(*(set(g["lr"]) for _, g in runs.groupby("arm")))
+  if not shared:
+    return "no LR that every arm trained"
+  lr = min(shared)
   losses = ev.clipped_losses(runs[runs["lr"] == lr]).groupby(["size", "arm"])["loss"].mean()
   return f"final loss at LR {ev.fmt(lr)} — " + "; ".join(
       f"{size}: " + ", ".join(f"{arm} {ev.fmt(v)}" for arm, v in losses[size].items())

@@ -61,13 +61,15 @@ def software(runs: pd.DataFrame) -> list[str]:
       tuple(known(v) for v in row)
       for row in runs[list(results.PROVENANCE_COLUMNS)].itertuples(index=False))
   lines = []
-  for (python, jax, flags, corpus), count in kinds.most_common():
+  for (code, python, jax, flags, options, corpus), count in kinds.most_common():
     runs_n = f"({count} run{'' if count == 1 else 's'})"
     if python is None:
       lines.append(f"not recorded {runs_n}")
-    else:
-      corpus = f"corpus {corpus[:12]}" if corpus else "no embedded corpus"
-      lines.append(f"python {python}, jax {jax}, XLA_FLAGS '{flags}', {corpus} {runs_n}")
+      continue
+    corpus = f"corpus {corpus[:12]}" if corpus else "no embedded corpus"
+    lines.append(f"code {(code or 'unknown')[:12]}{'-dirty' if code and code.endswith('-dirty') else ''}, "
+                 f"python {python}, jax {jax}, XLA_FLAGS '{flags}', compiler options "
+                 f"{options or 'unrecorded'}, {corpus} {runs_n}")
   changed = int(sum(known(v) is True for v in runs["software_changed"]))
   if changed:
     lines.append(f"resumed under other software or data: {changed} (their summaries' provenance)")

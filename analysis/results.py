@@ -44,7 +44,7 @@ KEY_CONFIG = (
     "model.seq_len")
 
 # What the last session of a run trained with (`provenance` in its summary; None when unrecorded).
-PROVENANCE_COLUMNS = ("python", "jax", "xla_flags", "corpus_sha256")
+PROVENANCE_COLUMNS = ("code", "python", "jax", "xla_flags", "compiler_options", "corpus_sha256")
 NUMERIC_COLUMNS = ("d_model", "num_layers", "num_params", "lr", "init_eval_loss",
                    "final_eval_loss", "diverged_at_step", *SUMMARY_FIELDS)
 BASE_COLUMNS = ("name", "arm", "size", "d_model", "num_layers", "num_params", "lr", "seed", "status",
@@ -278,7 +278,10 @@ def _provenance(summary: dict) -> dict:
     changed = True
   elif history and history[0].get("from_step") == 0:
     changed = False
-  return {"python": last.get("python"), "jax": last.get("jax"), "xla_flags": last.get("xla_flags"),
+  options = last.get("compiler_options")
+  return {"code": last.get("code"), "python": last.get("python"), "jax": last.get("jax"),
+          "xla_flags": last.get("xla_flags"),
+          "compiler_options": json.dumps(options, sort_keys=True) if options is not None else None,
           "corpus_sha256": corpus.get("sha256"), "software_changed": changed}
 
 
@@ -330,8 +333,8 @@ def load_runs(path: PathLike) -> pd.DataFrame:
 
   Columns: name, arm, size, d_model, num_layers, num_params, lr, status, init_eval_loss,
   final_eval_loss, diverged_at_step, steps, tokens, wall_s, tokens_per_s, mfu, the software and
-  corpus of its last session (python, jax, xla_flags, corpus_sha256; None where unrecorded) and
-  software_changed, run_dir, then the flattened config (`model.qk_layernorm`, `opt.peak_lr`, ...). arm/size/lr come from `sweep.json`
+  corpus of its last session (code, python, jax, xla_flags, compiler_options as JSON,
+  corpus_sha256; None where unrecorded) and software_changed, run_dir, then the flattened config (`model.qk_layernorm`, `opt.peak_lr`, ...). arm/size/lr come from `sweep.json`
   when it lists the run, else from the config and the run name. `status` is `unknown` when the
   summary is absent or unreadable. `attrs["problems"]` lists what could not be read and
   `attrs["sweep"]` holds `sweep.json` (or {}).

@@ -208,8 +208,9 @@ def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
 
 
 class Tally:
-  """Counts of points by status, and the progress line with an ETA from the points trained,
-  for the points unfinished when the grid started that no runner has taken up yet."""
+  """Counts of points by status, and the progress line with an ETA from the points trained:
+  those unfinished when the grid started, less those this runner has passed (trained, or found
+  finished or held by another runner since)."""
 
   def __init__(self, total: int, unfinished: set[str]):
     self.counts: collections.Counter[str] = collections.Counter()

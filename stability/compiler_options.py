@@ -22,7 +22,7 @@ import jax
 ENV = "STABILITY_CPU_YNN_FUSIONS"
 CHOICES = ("auto", "xla", "off")
 YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
-MAX_VOCAB = 2048  # measured: faster at 259, slower at 32,101
+MAX_VOCAB = 2048  # a cut between the vocabularies measured: faster at 259, slower at 32,101
 FIRST_JAX = (0, 12)
 
 
@@ -33,16 +33,23 @@ def _choice() -> str:
   return choice
 
 
-def ynn_fusions_off(vocab_size: int) -> bool:
-  """Whether the training programs of a model with this vocabulary turn YNNPACK fusions off."""
-  if YNN_FUSIONS in os.environ.get("XLA_FLAGS", "") or jax.default_backend() != "cpu":
-    return False
+def check_environment() -> None:
+  """Raises ValueError for a bad $STABILITY_CPU_YNN_FUSIONS (entry points call it at start)."""
+  _choice()
+
+
+def ynn_fusions_off(vocab_size: int, platform: str | None = None) -> bool:
+  """Whether the training programs of a model with this vocabulary, compiled for `platform`
+  (default: JAX's default backend), turn YNNPACK fusions off."""
   choice = _choice()
+  platform = platform or jax.default_backend()
+  if YNN_FUSIONS in os.environ.get("XLA_FLAGS", "") or platform != "cpu":
+    return False
   if choice != "auto":
     return choice == "off"
   return tuple(jax.__version_info__[:2]) >= FIRST_JAX and vocab_size < MAX_VOCAB
 
 
-def for_training(vocab_size: int) -> dict[str, str]:
+def for_training(vocab_size: int, platform: str | None = None) -> dict[str, str]:
   """The `compiler_options` of the train, eval and init programs ({} for XLA's defaults)."""
-  return {YNN_FUSIONS: ""} if ynn_fusions_off(vocab_size) else {}
+  return {YNN_FUSIONS: ""} if ynn_fusions_off(vocab_size, platform) else {}

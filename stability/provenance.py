@@ -27,19 +27,25 @@ def _version(package: str) -> str | None:
     return None
 
 
+TRAINING_CODE = ("stability", "configs")  # what a run's numbers depend on
+# Entries that records written before they existed lack, and the value they then had.
+ADDED_LATER = {"compiler_options": {}}
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str | None:
-  """The git commit of this checkout, `-dirty` when the training code (stability/, configs/)
-  has uncommitted changes; None outside a git checkout of the project."""
+  """The last git commit that changed the training code (stability/, configs/), `-dirty` when
+  it has uncommitted changes; None outside a git checkout of the project."""
   root = pathlib.Path(__file__).resolve().parents[1]
+  env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never take the index lock
   def git(*args):
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                          timeout=30, check=True).stdout.strip()
+                          timeout=5, check=True, env=env).stdout.strip()
   try:
     if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() != root:
       return None
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "stability", "configs")
-    return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *TRAINING_CODE)
+    return git("log", "-1", "--format=%H", "--", *TRAINING_CODE) + ("-dirty" if dirty else "")
   except (OSError, subprocess.SubprocessError):
     return None
 
@@ -61,8 +67,9 @@ def record(data_config, compiler_options: dict) -> dict:
 
 
 def differences(before: dict, after: dict) -> list[str]:
-  """`"jax 0.10.2 -> 0.12.0"` for each entry both records have that differs (an entry one lacks,
-  written by another version of this module, is unknown rather than changed)."""
+  """`"jax 0.10.2 -> 0.12.0"` for each entry that differs. An entry a record lacks (written by an
+  older version of this module) has its `ADDED_LATER` value, else is unknown, not changed."""
+  before, after = {**ADDED_LATER, **before}, {**ADDED_LATER, **after}
   keys = sorted((set(before) & set(after)) - {"from_step"})
   return [f"{k} {before[k]} -> {after[k]}" for k in keys if before[k] != after[k]]
 

@@ -118,7 +118,8 @@ class Run:
     # same compiled program (and hits JAX's persistent compilation cache).
     self.hypers = _hypers_of(configs)
     self.key = program_key(configs, vocab_size)
-    self.compiler_options = compiler_options.for_training(vocab_size)
+    self.compiler_options = compiler_options.for_training(
+        vocab_size, self.mesh.devices.flat[0].platform)
     self._build_shardings()
     self._build_steps()
 

@@ -4,6 +4,7 @@ import os
 
 import jax
 
+from stability import compiler_options
 from stability import host_memory
 from stability import sharding
 
@@ -32,6 +33,8 @@ def keep_freed_host_memory() -> bool:
 
 
 def prepare_training_process() -> None:
-  """What every entry point that trains sets: the compilation cache and kept host memory."""
+  """What every entry point that trains sets: the compilation cache and kept host memory (and a
+  bad $STABILITY_CPU_YNN_FUSIONS stops it here, before any run)."""
+  compiler_options.check_environment()
   enable_compilation_cache()
   keep_freed_host_memory()

@@ -11,6 +11,9 @@ from stability import run as run_lib
 BYTES, WORDS = 259, 32101
 
 
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU options")
+
+
 @pytest.fixture
 def jax_version(monkeypatch):
   monkeypatch.delenv(co.ENV, raising=False)
@@ -43,6 +46,18 @@ def test_the_environment_chooses_and_xla_flags_rule(jax_version, monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "")
   with pytest.raises(ValueError, match="STABILITY_CPU_YNN_FUSIONS='no'"):
     co.for_training(BYTES)
+
+
+def test_no_options_for_other_platforms_and_a_bad_choice_stops_the_entry_point(jax_version,
+                                                                              monkeypatch):
+  jax_version(0, 12, 0)
+  monkeypatch.setenv(co.ENV, "off")
+  assert co.for_training(BYTES, "gpu") == {} and co.for_training(BYTES, "tpu") == {}
+  assert co.for_training(BYTES, "cpu") == {co.YNN_FUSIONS: ""}
+  from stability import runtime
+  monkeypatch.setenv(co.ENV, "of")
+  with pytest.raises(ValueError, match="expected one of auto, xla, off"):
+    runtime.prepare_training_process()
 
 
 def _compiled_step_text(monkeypatch, choice: str) -> str:

@@ -36,20 +36,27 @@ def test_record_of_the_embedded_source_names_its_corpus():
   assert got["corpus"].endswith(platform.python_version()) and len(got["sha256"]) == 64
 
 
-def test_code_version_is_this_checkouts_commit():
+def test_code_version_is_the_last_commit_of_the_training_code():
   root = pathlib.Path(__file__).resolve().parents[1]
-  head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                        text=True, check=True).stdout.strip()
-  assert provenance.code_version() in (head, f"{head}-dirty")
+  git = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%H", "--", "stability",
+                        "configs"], capture_output=True, text=True, check=False)
+  if git.returncode or not (root / ".git").exists():
+    pytest.skip("not a git checkout")
+  commit = git.stdout.strip()
+  assert provenance.code_version() in (commit, f"{commit}-dirty")
   assert provenance.software()["code"] == provenance.code_version()
 
 
-def test_an_entry_only_one_record_has_is_unknown_not_changed():
-  """A checkpoint written before an entry existed (here `compiler_options`) resumes quietly."""
-  older = {"from_step": 0, "python": "3.11.7", "jax": "0.10.2"}
-  newer = {**older, "compiler_options": {}}
+def test_entries_older_records_lack():
+  """Records from before `code` and `compiler_options` existed: the missing code is unknown, not
+  changed; the missing options were none (the programs had no options then)."""
+  older = {"from_step": 0, "python": "3.11.7", "jax": "0.12.0"}
+  newer = {**older, "code": "abc", "compiler_options": {}}
   assert provenance.differences(older, newer) == []
   assert provenance.continued([older], 100, newer) == [older]
+  off = {**newer, "compiler_options": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+  assert provenance.differences(older, off) == [
+      "compiler_options {} -> {'xla_cpu_experimental_ynn_fusion_type': ''}"]
 
 
 def test_a_resume_adds_a_record_only_when_something_changed():
@@ -63,7 +70,8 @@ def test_a_resume_adds_a_record_only_when_something_changed():
 
 
 def _record(**changes):
-  return {"from_step": 0, "python": "3.11.7", "jax": "0.10.2", "xla_flags": "",
+  return {"from_step": 0, "code": "0123456789abcdef", "python": "3.11.7", "jax": "0.10.2",
+          "xla_flags": "", "compiler_options": {},
           "corpus": {"sha256": "f6a36bb5cc0e" + "0" * 52}, **changes}
 
 
@@ -81,7 +89,8 @@ def test_runs_table_and_compare_name_the_software(tmp_path):
   losses = {("qkln-on", "d64-L2"): {1e-3: 3.0, 1e-2: 2.5, 1e-1: 2.8}}
   a = make_sweep(tmp_path / "a", losses)
   b = make_sweep(tmp_path / "b", losses)
-  resumed = [_record(), _record(from_step=150, jax="0.12.0", xla_flags="--x=")]
+  resumed = [_record(), _record(from_step=150, jax="0.12.0", xla_flags="--x=",
+                                compiler_options={"o": ""})]
   _add_provenance(b, [[_record()], [_record()], resumed])
 
   runs = results.load_runs(str(b))
@@ -92,8 +101,10 @@ def test_runs_table_and_compare_name_the_software(tmp_path):
 
   assert compare.software(results.load_runs(str(a))) == ["not recorded (3 runs)"]
   assert compare.software(runs) == [
-      "python 3.11.7, jax 0.10.2, XLA_FLAGS '', corpus f6a36bb5cc0e (2 runs)",
-      "python 3.11.7, jax 0.12.0, XLA_FLAGS '--x=', corpus f6a36bb5cc0e (1 run)",
+      "code 0123456789ab, python 3.11.7, jax 0.10.2, XLA_FLAGS '', compiler options {}, "
+      "corpus f6a36bb5cc0e (2 runs)",
+      "code 0123456789ab, python 3.11.7, jax 0.12.0, XLA_FLAGS '--x=', compiler options "
+      '{"o": ""}, corpus f6a36bb5cc0e (1 run)',
       "resumed under other software or data: 1 (their summaries' provenance)"]
 
 
