@@ -67,9 +67,9 @@ def software(runs: pd.DataFrame) -> list[str]:
       lines.append(f"not recorded {runs_n}")
       continue
     corpus = f"corpus {corpus[:12]}" if corpus else "no embedded corpus"
-    lines.append(f"code {(code or 'unknown')[:12]}{'-dirty' if code and code.endswith('-dirty') else ''}, "
-                 f"python {python}, jax {jax}, XLA_FLAGS '{flags}', compiler options "
-                 f"{options or 'unrecorded'}, {corpus} {runs_n}")
+    code = "unknown" if not code else code[:12] + ("-dirty" if code.endswith("-dirty") else "")
+    lines.append(f"code {code}, python {python}, jax {jax}, XLA_FLAGS '{flags}', compiler "
+                 f"options {options or 'unrecorded'}, {corpus} {runs_n}")
   changed = int(sum(known(v) is True for v in runs["software_changed"]))
   if changed:
     lines.append(f"resumed under other software or data: {changed} (their summaries' provenance)")

@@ -334,8 +334,9 @@ def load_runs(path: PathLike) -> pd.DataFrame:
   Columns: name, arm, size, d_model, num_layers, num_params, lr, status, init_eval_loss,
   final_eval_loss, diverged_at_step, steps, tokens, wall_s, tokens_per_s, mfu, the software and
   corpus of its last session (code, python, jax, xla_flags, compiler_options as JSON,
-  corpus_sha256; None where unrecorded) and software_changed, run_dir, then the flattened config (`model.qk_layernorm`, `opt.peak_lr`, ...). arm/size/lr come from `sweep.json`
-  when it lists the run, else from the config and the run name. `status` is `unknown` when the
+  corpus_sha256; None where unrecorded) and software_changed, run_dir, then the flattened config
+  (`model.qk_layernorm`, `opt.peak_lr`, ...). arm/size/lr come from `sweep.json` when it lists
+  the run, else from the config and the run name. `status` is `unknown` when the
   summary is absent or unreadable. `attrs["problems"]` lists what could not be read and
   `attrs["sweep"]` holds `sweep.json` (or {}).
   """

@@ -3,10 +3,10 @@
 One so far: XLA:CPU's YNNPACK fusions. XLA:CPU hands matmuls and the reductions and elementwise
 ops around them to YNNPACK. On jax 0.12 that is slow for the small models of the cpu-scale grids
 and fast for a 32k-vocabulary head (tokens/s with the fusions off ÷ XLA's default, bfloat16,
-16 × 128 tokens; docs/performance.md):
+16 × 128 tokens, two runs of the bench; docs/performance.md):
 
-  vocab 259:     d64-L2 1.13×, d128-L2 1.8×, d128-L4 1.39×, d256-L3 1.60×
-  vocab 32,101:  d128-L2 0.95× (plain head), 0.74× (fused head)
+  vocab 259:     d64-L2 1.04–1.13×, d128-L2 1.57–1.82×, d128-L4 1.38×, d256-L3 1.60–1.72×
+  vocab 32,101:  d128-L2 0.68–0.95× (plain head), 0.57–0.74× (fused head)
 
 On jax 0.10.2 the gain is smaller (1.0–1.3×), and the committed reference runs were made there
 with XLA's default, which turning them off would round differently. So `auto` turns them off on
@@ -26,27 +26,24 @@ MAX_VOCAB = 2048  # a cut between the vocabularies measured: faster at 259, slow
 FIRST_JAX = (0, 12)
 
 
-def _choice() -> str:
-  choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
-  if choice not in CHOICES:
-    raise ValueError(f"${ENV}={choice!r}: expected one of {', '.join(CHOICES)}")
-  return choice
-
-
-def check_environment() -> None:
-  """Raises ValueError for a bad $STABILITY_CPU_YNN_FUSIONS (entry points call it at start)."""
-  _choice()
+def choice() -> str:
+  """$STABILITY_CPU_YNN_FUSIONS; ValueError when it is none of CHOICES (entry points ask at
+  start, so a bad value stops them before any run)."""
+  value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+  if value not in CHOICES:
+    raise ValueError(f"${ENV}={value!r}: expected one of {', '.join(CHOICES)}")
+  return value
 
 
 def ynn_fusions_off(vocab_size: int, platform: str | None = None) -> bool:
   """Whether the training programs of a model with this vocabulary, compiled for `platform`
   (default: JAX's default backend), turn YNNPACK fusions off."""
-  choice = _choice()
+  chosen = choice()
   platform = platform or jax.default_backend()
   if YNN_FUSIONS in os.environ.get("XLA_FLAGS", "") or platform != "cpu":
     return False
-  if choice != "auto":
-    return choice == "off"
+  if chosen != "auto":
+    return chosen == "off"
   return tuple(jax.__version_info__[:2]) >= FIRST_JAX and vocab_size < MAX_VOCAB
 
 

@@ -369,9 +369,10 @@ class Training:
     warning when a resume changed them."""
     history = self.progress.get("provenance", [])
     current = provenance.record(self.config.data, self.run.compiler_options)
-    if history and provenance.differences(history[-1], current):
+    changes = provenance.differences(history[-1], current) if history else []
+    if changes:
       logging.warning("resuming at step %d with other software or data than the steps before: %s",
-                      start, "; ".join(provenance.differences(history[-1], current)))
+                      start, "; ".join(changes))
     elif not history and start > 0:
       logging.info("the steps before %d left no provenance record (an older checkpoint)", start)
     self.progress["provenance"] = provenance.continued(history, start, current)

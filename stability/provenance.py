@@ -18,6 +18,9 @@ from stability import data_common
 from stability import embedded_corpus
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+TRAINING_CODE = ("stability", "configs")  # what a run's numbers depend on
+# Entries that records written before they existed lack, and the value they then had.
+ADDED_LATER = {"compiler_options": {}}
 
 
 def _version(package: str) -> str | None:
@@ -25,11 +28,6 @@ def _version(package: str) -> str | None:
     return importlib.metadata.version(package)
   except importlib.metadata.PackageNotFoundError:
     return None
-
-
-TRAINING_CODE = ("stability", "configs")  # what a run's numbers depend on
-# Entries that records written before they existed lack, and the value they then had.
-ADDED_LATER = {"compiler_options": {}}
 
 
 @functools.lru_cache(maxsize=1)

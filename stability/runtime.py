@@ -35,6 +35,6 @@ def keep_freed_host_memory() -> bool:
 def prepare_training_process() -> None:
   """What every entry point that trains sets: the compilation cache and kept host memory (and a
   bad $STABILITY_CPU_YNN_FUSIONS stops it here, before any run)."""
-  compiler_options.check_environment()
+  compiler_options.choice()
   enable_compilation_cache()
   keep_freed_host_memory()
