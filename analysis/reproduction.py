@@ -20,6 +20,7 @@ import numpy as np
 from analysis import claims as claims_lib
 from analysis import evidence as ev
 from analysis import results
+from stability import result_format as fmt
 
 COMMAND = "python -m launch.reproduce"
 SETTING = (
@@ -61,6 +62,27 @@ def _escape(text: str) -> str:
   return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _numerics_note(root: str) -> list[str]:
+  """A paragraph when the runs under `root` were trained by a step that rounds differently from
+  this code's (`result_format.NUMERICS`): rerunning them gives other digits, so compare verdicts."""
+  labels = set()
+  for experiment in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    folder = os.path.join(root, experiment)
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+      try:
+        summary = fmt.read_json(os.path.join(folder, name, fmt.SUMMARY))
+      except (OSError, ValueError):
+        continue
+      if summary:
+        labels.add(fmt.numerics(summary))
+  if not labels or labels == {fmt.NUMERICS}:
+    return []
+  return [f"**Rounding.** These runs were trained by a train step that rounds differently from "
+          f"this code's (theirs: {', '.join(sorted(labels))}; this code: {fmt.NUMERICS}; "
+          "docs/performance.md). Rerunning them gives other digits; compare by verdict "
+          "(`python -m analysis.compare`), not digit for digit.", ""]
+
+
 def render(root: str, doc: str = "docs/reproduction.md",
            found: list[tuple[claims_lib.Claim, ev.Finding]] | None = None) -> str:
   """The page's markdown for the sweeps under `root`."""
@@ -74,6 +96,7 @@ def render(root: str, doc: str = "docs/reproduction.md",
       f"Drawn by `python -m analysis.reproduction {root}` from the runs in `{root}/`, which "
       f"`{COMMAND}` (`make reproduce`) trains and writes. Do not edit it by hand: rerun that.", "",
       SETTING, "",
+      *_numerics_note(root),
       f"Seed-to-seed spread (headline sweep, {spread.seeds} seeds): LR sensitivity "
       f"{ev.fmt(spread.sensitivity)}, final loss {ev.fmt(spread.loss)}. A direction counts as "
       "reproduced only where it exceeds these.", "",

@@ -101,9 +101,9 @@ def reference_lines(runs, reference_dir: str) -> str:
     lines.append(f"this demo's final eval losses equal the reference's in {equal} of "
                  f"{int(both.sum())} runs (largest difference {gap:.2g}; other machines and "
                  "thread counts round differently)")
-  note = reference_lib.corpus_note(reference_dir)
-  if note:
-    lines.append(f"note: {note}")
+  for note in (reference_lib.numerics_note(reference_dir), reference_lib.corpus_note(reference_dir)):
+    if note:
+      lines.append(f"note: {note}")
   return "\n".join(lines)
 
 

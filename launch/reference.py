@@ -123,6 +123,22 @@ def corpus_note(target: str) -> str | None:
           f"({ours['documents']}), other text: expect other numbers, and compare verdicts")
 
 
+def numerics_note(target: str) -> str | None:
+  """Why runs here cannot equal those of `target` (an experiment's folder) digit for digit when
+  its runs were trained by a train step that rounds differently (`result_format.NUMERICS`); None
+  if the same or no runs."""
+  labels = set()
+  for name in sorted(os.listdir(target)) if os.path.isdir(target) else []:
+    summary = _finished_summary(os.path.join(target, name))
+    if summary is not None:
+      labels.add(fmt.numerics(summary))
+  if not labels or labels == {fmt.NUMERICS}:
+    return None
+  return (f"the runs in {target} were trained by a step that rounds differently (numerics "
+          f"{', '.join(sorted(labels))}; this code: {fmt.NUMERICS}): expect other digits, "
+          "and compare verdicts")
+
+
 def config_key(config: dict) -> str:
   """One string per distinct run config (key order ignored)."""
   return json.dumps(config, sort_keys=True)

@@ -266,9 +266,10 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
 
 
 def warn_other_corpus(reference_dir: str, grids: list[grid_lib.Grid]) -> None:
-  """Says so, before training, when the runs in `reference_dir` trained on other text."""
-  notes = [note for g in grids
-           if (note := reference.corpus_note(os.path.join(reference_dir, g.experiment)))]
+  """Says so, before training, when the runs in `reference_dir` trained on other text or with a
+  step that rounds differently."""
+  notes = [note for g in grids for check in (reference.numerics_note, reference.corpus_note)
+           if (note := check(os.path.join(reference_dir, g.experiment)))]
   if notes:
     more = f" (and the same for {len(notes) - 1} more experiments)" if len(notes) > 1 else ""
     print(f"[reproduce] note: {notes[0]}{more}", flush=True)

@@ -8,11 +8,14 @@ and fast for a 32k-vocabulary head (tokens/s with the fusions off ÷ XLA's defau
   vocab 259:     d64-L2 1.04–1.13×, d128-L2 1.57–1.82×, d128-L4 1.38×, d256-L3 1.60–1.72×
   vocab 32,101:  d128-L2 0.68–0.95× (plain head), 0.57–0.74× (fused head)
 
-On jax 0.10.2 the gain is smaller (1.0–1.3×), and the committed reference runs were made there
-with XLA's default, which turning them off would round differently. So `auto` turns them off on
-the CPU backend from jax 0.12 on, for vocabularies below `MAX_VOCAB`, and leaves XLA's default
-elsewhere. $STABILITY_CPU_YNN_FUSIONS = auto (default) | xla | off chooses for every run of the
-process; an `xla_cpu_experimental_ynn_fusion_type` in $XLA_FLAGS is left to rule.
+On jax 0.10.2 the gain was smaller (1.0–1.3×) while the model ran its projections as [B, L, D]
+contractions; with the row-major projections and written-out attention backward of `model.py`
+the fusions-off step is the faster one there too (d128-L2 float32: 97 against 174 ms, a Zen 3
+host, 2026-12-07). So `auto` turns them off on the CPU backend, for vocabularies below `MAX_VOCAB`,
+on every JAX version, and leaves XLA's default elsewhere. This rounds differently from the
+programs that made reference runs before 2026-12-07.
+$STABILITY_CPU_YNN_FUSIONS = auto (default) | xla | off chooses for every run of the process; an
+`xla_cpu_experimental_ynn_fusion_type` in $XLA_FLAGS is left to rule.
 """
 
 import os
@@ -23,7 +26,6 @@ ENV = "STABILITY_CPU_YNN_FUSIONS"
 CHOICES = ("auto", "xla", "off")
 YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
 MAX_VOCAB = 2048  # a cut between the vocabularies measured: faster at 259, slower at 32,101
-FIRST_JAX = (0, 12)
 
 
 def choice() -> str:
@@ -44,7 +46,7 @@ def ynn_fusions_off(vocab_size: int, platform: str | None = None) -> bool:
     return False
   if chosen != "auto":
     return chosen == "off"
-  return tuple(jax.__version_info__[:2]) >= FIRST_JAX and vocab_size < MAX_VOCAB
+  return vocab_size < MAX_VOCAB
 
 
 def for_training(vocab_size: int, platform: str | None = None) -> dict[str, str]:

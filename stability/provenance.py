@@ -16,11 +16,12 @@ import subprocess
 
 from stability import data_common
 from stability import embedded_corpus
+from stability import result_format as fmt
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 TRAINING_CODE = ("stability", "configs")  # what a run's numbers depend on
 # Entries that records written before they existed lack, and the value they then had.
-ADDED_LATER = {"compiler_options": {}}
+ADDED_LATER = {"compiler_options": {}, "numerics": fmt.NUMERICS_BEFORE}
 
 
 def _version(package: str) -> str | None:
@@ -57,7 +58,7 @@ def software() -> dict:
 def record(data_config, compiler_options: dict) -> dict:
   """`software()`, the programs' XLA `compiler_options` (`stability.compiler_options`), and for
   the embedded source the corpus it reads (name, documents, SHA-256)."""
-  out = {**software(), "compiler_options": dict(compiler_options)}
+  out = {**software(), "compiler_options": dict(compiler_options), "numerics": fmt.NUMERICS}
   if data_config.source == "embedded":
     cache = data_common.cache_dir(data_config.embedded.cache_dir)
     out["corpus"] = embedded_corpus.fingerprint(cache)

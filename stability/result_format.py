@@ -21,6 +21,20 @@ STATUSES = ("running", "done", "diverged", "preempted", "failed")
 # A rerun of these returns the summary and trains nothing; their final loss is meaningful.
 FINISHED = ("done", "diverged")
 
+# The train step's rounding, recorded in each provenance record of a summary: a new label whenever
+# an intended change to the step (not to the software) makes the same config train to other
+# digits. Runs with another label are compared with this code's by verdict, not digit for digit.
+NUMERICS = "2026-12-07: row-major projections, written-out attention backward"
+NUMERICS_BEFORE = "before 2026-12-07"  # what a record without the entry was trained by
+
+
+def numerics(summary: dict) -> str:
+  """The step rounding that a summary's last provenance record names (NUMERICS_BEFORE when it
+  names none, or the record is unreadable)."""
+  records = summary.get("provenance")
+  last = records[-1] if isinstance(records, list) and records else {}
+  return last.get("numerics", NUMERICS_BEFORE) if isinstance(last, dict) else NUMERICS_BEFORE
+
 
 def config_json(config) -> dict:
   """An ml_collections config as config.json holds it (tuples become lists)."""

@@ -26,10 +26,11 @@ def test_bench_reports_every_row_and_the_summary_table(tmp_path):
   report = json.loads((tmp_path / "bench.json").read_text())
   assert [(r["size"], r["impl"]) for r in report["rows"]] == [
       ("d32-L1", impl) for impl in ("jax", "jax fused-head c16", "jax fused-head c32",
-                                    "jax 2 LRs vmap")]
+                                    "jax log step", "jax 2 LRs vmap")]
   for r in report["rows"]:
     assert r["error"] is None and r["step_s"] > 0 and r["compile_s"] > 0
-  jax_rows = [r for r in report["rows"] if not r["impl"].endswith("vmap")]
+  jax_rows = [r for r in report["rows"]
+              if not r["impl"].endswith("vmap") and r["impl"] != "jax log step"]
   assert all(np.isfinite(r["first_loss"]) and abs(r["first_loss"] - np.log(64)) < 0.5
              and r["compiled_gib"] > 0 for r in jax_rows)  # ~uniform over the 64 tokens
   for fused in jax_rows[1:]:  # same weights, same first loss, whatever the chunk
@@ -37,7 +38,9 @@ def test_bench_reports_every_row_and_the_summary_table(tmp_path):
   assert "2 microbatch(es)" in report["machine"]
   table = (tmp_path / "bench.md").read_text()
   assert "| d32-L1 | jax |" in table and "| d32-L1 | jax fused-head c32 |" in table
-  assert "×" in table
+  assert "×" in table and "log step ÷ step" in table
+  log_ratio = table.split("| d32-L1 | jax |")[1].splitlines()[0].rstrip(" |").split("|")[-1]
+  assert float(log_ratio) > 0  # the log step's time over the plain step's, on the jax row
 
 
 def _config(grad_accum: int):

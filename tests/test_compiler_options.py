@@ -21,11 +21,12 @@ def jax_version(monkeypatch):
   return lambda *version: monkeypatch.setattr(jax, "__version_info__", version)
 
 
-@pytest.mark.parametrize("version, vocab, off", [((0, 10, 2), BYTES, False),
+@pytest.mark.parametrize("version, vocab, off", [((0, 10, 2), BYTES, True),
+                                                 ((0, 10, 2), WORDS, False),
                                                  ((0, 12, 0, 1), BYTES, True),
                                                  ((0, 12, 0, 1), WORDS, False),
                                                  ((1, 0, 0), BYTES, True)])
-def test_auto_turns_them_off_from_jax_0_12_for_small_vocabularies(jax_version, version, vocab,
+def test_auto_turns_them_off_for_small_vocabularies_on_every_jax(jax_version, version, vocab,
                                                                    off):
   jax_version(*version)
   assert co.ynn_fusions_off(vocab) is off

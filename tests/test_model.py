@@ -231,3 +231,37 @@ def test_a_log_step_through_an_attention_kernel_reports_the_explicit_statistics(
   assert sorted(diag_k) == sorted(diag_e) and any("attn_logit_max" in key for key in diag_e)
   for key in diag_e:
     np.testing.assert_allclose(diag_k[key], diag_e[key], rtol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype, atol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_causal_attention_and_its_written_out_backward_equal_jax_attention(dtype, atol):
+  """The explicit path's attention (`causal_attention`, head-major, backward by hand) against
+  JAX's own causal attention and its autodiff: values and the gradients of q, k and v."""
+  keys = jax.random.split(jax.random.PRNGKey(3), 4)
+  q, k, v = (jax.random.normal(key, (2, 12, 3, 8)).astype(dtype) for key in keys[:3])
+  cotangent = jax.random.normal(keys[3], q.shape).astype(dtype)
+  head_major = lambda t: jnp.swapaxes(t, 1, 2)
+  ours = lambda q, k, v: head_major(model_lib.causal_attention(
+      head_major(q), head_major(k), head_major(v), 0.4))
+  theirs = lambda q, k, v: jax.nn.dot_product_attention(
+      q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), scale=0.4,
+      is_causal=True)
+  out, vjp = jax.vjp(ours, q, k, v)
+  want, vjp_want = jax.vjp(theirs, q, k, v)
+  assert out.dtype == dtype
+  np.testing.assert_allclose(np.float32(out), want, atol=atol)
+  for got, expected in zip(vjp(cotangent), vjp_want(cotangent.astype(jnp.float32))):
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.float32(got), expected, atol=atol)
+
+
+def test_rope_by_tables_equals_the_rotate_half_formula():
+  """rope = x·cos + swap_halves(x)·sin (signed) is the rotate-half RoPE written with slices."""
+  x = jax.random.normal(jax.random.PRNGKey(5), (2, 10, 3, 8))
+  half = 4
+  inv_freq = 10000.0 ** (-np.arange(half) / half)
+  angle = np.arange(10)[:, None] * inv_freq[None, :]
+  sin, cos = np.sin(angle)[None, :, None, :], np.cos(angle)[None, :, None, :]
+  x1, x2 = np.asarray(x[..., :half]), np.asarray(x[..., half:])
+  want = np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  np.testing.assert_allclose(model_lib.rope(x, 10000.0), want, atol=1e-5)

@@ -275,3 +275,20 @@ def test_totals_count_a_run_copied_into_two_experiments_once(tmp_path):
     (run_dir / "summary.json").write_text(json.dumps({"status": "done", "wall_s": wall_s}))
   (tmp_path / "b" / "timing.json").write_text("{}")  # not a run folder
   assert reference.totals(str(tmp_path)) == (3, 2, 3.0)
+
+
+def test_the_note_on_runs_made_by_a_step_that_rounds_differently(tmp_path):
+  """Runs whose provenance names another `result_format.NUMERICS` (or none: made before the
+  label existed) are flagged, by the demo and the page alike; runs of this step are not."""
+  run = tmp_path / "fig1" / "d64-L2_lr1e-02"
+  run.mkdir(parents=True)
+  summary = {"status": "done", "final_eval_loss": 2.0}
+  (run / fmt.SUMMARY).write_text(json.dumps(summary))
+  note = reference.numerics_note(str(tmp_path / "fig1"))
+  assert fmt.NUMERICS_BEFORE in note and fmt.NUMERICS in note and "verdicts" in note
+  assert "Rounding" in "".join(reproduction._numerics_note(str(tmp_path)))
+  summary["provenance"] = [{"numerics": fmt.NUMERICS}]
+  (run / fmt.SUMMARY).write_text(json.dumps(summary))
+  assert reference.numerics_note(str(tmp_path / "fig1")) is None
+  assert reproduction._numerics_note(str(tmp_path)) == []
+  assert reference.numerics_note(str(tmp_path / "missing")) is None

@@ -74,6 +74,8 @@ _HOST_MEMORY = flags.DEFINE_enum(
     "host_memory", "keep", ["keep", "release"],
     "on a CPU, in both frameworks: keep freed memory for reuse as training does "
     "(stability/host_memory.py), or glibc's default of unmapping large blocks when freed")
+_LOG_STEP = flags.DEFINE_bool(
+    "log_step", True, "also time the log step (every diagnostic), plain head")
 _OUT = flags.DEFINE_string("out", "", "also write <out>.json (every row) and <out>.md (summary)")
 
 
@@ -128,13 +130,14 @@ def initial_params(config):
   return params
 
 
-def time_train_steps(run, state, batch) -> tuple[float, float]:
-  """`timing.time_steps` of `run.train_step` (M ≥ 1 members), the state carried along."""
+def time_train_steps(run, state, batch, diagnose: bool = False) -> tuple[float, float]:
+  """`timing.time_steps` of `run.train_step` (M ≥ 1 members), the state carried along; with
+  `diagnose`, the log step (every diagnostic of the paper)."""
   holder = {"state": state}
   del state  # donated by the first step
 
   def step():
-    holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=False)
+    holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=diagnose)
     jax.block_until_ready(metrics["train_loss"])
 
   return timing.time_steps(step, _STEPS.value)
@@ -182,6 +185,15 @@ def bench_jax(config, tokens_BxL1: np.ndarray, head_impl: str, chunk_tokens: int
   compile_s, step_s = time_train_steps(run, state, batch)
   return Row("", row, step_s, compile_s, first_loss, jax_peak_memory_gib(),
              compiled)
+
+
+def bench_log_step(config, tokens_BxL1: np.ndarray) -> Row:
+  """The log step (`diagnose=True`: attention logits, norms, per-tensor RMS), which training
+  takes every `log_every` steps."""
+  run = run_lib.Run([config.copy_and_resolve_references()], _VOCAB.value)
+  compile_s, step_s = time_train_steps(run, run.init_state(0), run.global_batch(tokens_BxL1),
+                                       diagnose=True)
+  return Row("", "jax log step", step_s, compile_s)
 
 
 def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> Row:
@@ -241,15 +253,16 @@ def format_row(r: Row, tokens_per_step: int, flops_per_token: float, peak: float
 def summary_table(rows: list[Row], tokens_per_step: int, flops_per_token: dict, peak) -> str:
   """The docs/performance.md table: one line per size and JAX head implementation."""
   lines = ["| size | JAX | tokens/s | MFU | JAX ÷ torch eager | JAX ÷ torch.compile | "
-           "batched LR sweep speed-up |", "|---|---|---|---|---|---|---|"]
+           "batched LR sweep speed-up | log step ÷ step |", "|---|---|---|---|---|---|---|---|"]
   ok = lambda r: r is not None and r.error is None and r.step_s is not None
   for size in dict.fromkeys(r.size for r in rows):
     by_impl = {r.impl: r for r in rows if r.size == size}
     batched = next((r for i, r in by_impl.items() if "vmap" in i), None)
-    for impl in [i for i in by_impl if i.startswith("jax") and "vmap" not in i]:
+    for impl in [i for i in by_impl if i.startswith("jax") and "vmap" not in i
+                 and i != "jax log step"]:
       jax_row = by_impl[impl]
       if not ok(jax_row):
-        lines.append(f"| {size} | {impl} | {jax_row.error or 'not timed'} | | | | |")
+        lines.append(f"| {size} | {impl} | {jax_row.error or 'not timed'} | | | | | |")
         continue
       tps = tokens_per_step / jax_row.step_s
       mfu = f"{tps * flops_per_token[size] / peak:.1%}" if peak else "-"
@@ -260,8 +273,10 @@ def summary_table(rows: list[Row], tokens_per_step: int, flops_per_token: dict, 
 
       speedup = ("" if impl != "jax" else f"{jax_row.step_s / batched.step_s:.2f}×"
                  if ok(batched) else (batched.error if batched else "not run"))
+      log = by_impl.get("jax log step")
+      log_ratio = f"{log.step_s / jax_row.step_s:.2f}" if impl == "jax" and ok(log) else ""
       lines.append(f"| {size} | {impl} | {tps:,.0f} | {mfu} | {versus('torch eager')} | "
-                   f"{versus('torch compile')} | {speedup} |")
+                   f"{versus('torch compile')} | {speedup} | {log_ratio} |")
   return "\n".join(lines)
 
 
@@ -314,6 +329,8 @@ def measure(configs: dict, tokens: dict, record) -> None:
     for head, chunk in head_variants():
       record(guarded(size, head_row(head, chunk),
                      lambda: bench_jax(config, tokens[size], head, chunk)))
+    if _LOG_STEP.value:
+      record(guarded(size, "jax log step", lambda: bench_log_step(config, tokens[size])))
     if _MEMBERS.value > 1:
       record(guarded(size, f"jax {_MEMBERS.value} LRs vmap",
                      lambda: bench_batched(config, tokens[size], _MEMBERS.value)))
