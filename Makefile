@@ -24,7 +24,8 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m launch.demo
 
-# Every experiment at cpu scale (resumable; ONLY=fig3,fig5 for some), then docs/reproduction.md.
+# Every experiment at cpu scale (resumable; ONLY=fig3,fig5 for some), then results/reproduction.md,
+# compared by verdict with the committed reference/cpu (left alone; --update_reference rewrites it).
 reproduce: $(STAMP)
 	$(PY) -m launch.reproduce --only="$(ONLY)"
 

@@ -120,6 +120,21 @@ def render(root: str, doc: str = "docs/reproduction.md",
   return "\n".join(lines) + "\n"
 
 
+def verdict_changes(theirs_root: str, ours_root: str) -> list[str]:
+  """One line per claim whose sweeps `ours_root` holds: its verdict on the runs of
+  `theirs_root` (the committed reference) and on ours, and whether it moved."""
+  ours = claims_lib.evaluate(ours_root)
+  theirs = {claim.number: f for claim, f in claims_lib.evaluate(theirs_root)}
+  lines = []
+  for claim, f in ours:
+    if not all(os.path.isdir(os.path.join(ours_root, e)) for e in claim.sweeps):
+      continue
+    before = theirs[claim.number].verdict
+    moved = "same" if before == f.verdict else "MOVED"
+    lines.append(f"{claim.number:>2} {claim.figure}: {before} -> {f.verdict} ({moved})")
+  return lines or ["no claim has all its sweeps here"]
+
+
 def _claim_figures(sweeps: ev.Sweeps) -> dict[int, dict]:
   """Per claim number: {name: function drawing a Figure}, for what the sweep figures miss."""
   from analysis import figures, prediction

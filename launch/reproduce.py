@@ -1,9 +1,9 @@
 """`make reproduce`: every experiment of the paper at `scale=cpu`, then docs/reproduction.md.
 
   python -m launch.reproduce [--only=fig1_qk_layernorm,fig3_output_logit_divergence]
-                             [--out=results/reproduce] [--reference=reference/cpu]
-                             [--doc=docs/reproduction.md] [--train=false] [--batch=auto]
-                             [--workers=1]
+                             [--out=results/reproduce] [--reference=results/reference/cpu]
+                             [--doc=results/reproduction.md] [--train=false] [--batch=auto]
+                             [--workers=1] [--update_reference]
 
 For each experiment, in the order of EXPERIMENTS:
   1. points whose config equals a finished run of an earlier experiment are copied, not trained
@@ -13,7 +13,10 @@ For each experiment, in the order of EXPERIMENTS:
      at small steps; never on a CPU, where it does not pay), or by `--workers` runners side by
      side, each on its own CPU cores;
   3. its runs are written, compact, to `<reference>/<experiment>/` (reference.export).
-Then every claim is checked on `<reference>` and the page is redrawn (analysis.reproduction).
+Then every claim is checked on `<reference>` and the page is redrawn (analysis.reproduction), and
+each claim's verdict is set beside the committed reference runs' (reference/cpu). By default the
+copies and the page go under results/: the committed reference runs and docs/reproduction.md are
+only rewritten with `--update_reference` (maintainers, when the step or the experiments change).
 Re-running trains only what is missing. `--train=false` only redraws the page. Each experiment
 prints the minutes so far and an ETA: the runs left, weighted by their reference runs' times.
 """
@@ -35,6 +38,9 @@ from stability import result_format as fmt
 
 
 COMMITTED_REFERENCE = "reference/cpu"
+COMMITTED_DOC = "docs/reproduction.md"
+OWN_REFERENCE = "results/reference/cpu"  # a user's runs: the committed ones stay as they are
+OWN_DOC = "results/reproduction.md"
 REPO_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               COMMITTED_REFERENCE)
 
@@ -46,8 +52,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="experiments to run, comma-separated: names, short names (fig1 is "
                            "Fig 1 alone) or other prefixes (fig: every figure)")
   parser.add_argument("--out", default="results/reproduce", help="where the run folders go")
-  parser.add_argument("--reference", default=COMMITTED_REFERENCE, help="where compact copies go")
-  parser.add_argument("--doc", default="docs/reproduction.md", help="the page ('' for none)")
+  parser.add_argument("--reference", default=None,
+                      help=f"where compact copies go (default {OWN_REFERENCE}; "
+                           f"{COMMITTED_REFERENCE} with --update_reference)")
+  parser.add_argument("--doc", default=None,
+                      help=f"the page ('' for none; default {OWN_DOC}, {COMMITTED_DOC} with "
+                           "--update_reference)")
+  parser.add_argument("--update_reference", action="store_true",
+                      help=f"maintainers: rewrite the committed {COMMITTED_REFERENCE} and "
+                           f"{COMMITTED_DOC} (by default both are left alone and compared with)")
   parser.add_argument("--train", default="true", choices=["true", "false"],
                       help="train missing points (false: only export and redraw the page)")
   parser.add_argument("--batch", default="auto", choices=["auto", "on", "off"],
@@ -56,7 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="sweep runners on disjoint CPU cores (launch/workers.py); runs on "
                            "fewer cores round differently from the committed reference runs; "
                            "not with --batch=on")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.reference is None:
+    args.reference = COMMITTED_REFERENCE if args.update_reference else OWN_REFERENCE
+  if args.doc is None:
+    args.doc = COMMITTED_DOC if args.update_reference else OWN_DOC
+  return args
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again
 # Set by SIGTERM outside a training loop (which has its own handler): stop before the next point.
@@ -295,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
       return 2
     from stability import runtime
     runtime.prepare_training_process()
-    warn_other_corpus(args.reference, grids)
+    for reference_dir in dict.fromkeys([args.reference, COMMITTED_REFERENCE]):
+      warn_other_corpus(reference_dir, grids)
   started = time.time()
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
   try:
@@ -309,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     from analysis import reproduction
     reproduction.write(args.reference, args.doc)
     print(f"[reproduce] wrote {args.doc}", flush=True)
+  if os.path.abspath(args.reference) != REPO_REFERENCE:
+    from analysis import reproduction
+    print("[reproduce] verdicts against the committed reference runs "
+          f"({COMMITTED_REFERENCE}):", flush=True)
+    for line in reproduction.verdict_changes(REPO_REFERENCE, args.reference):
+      print(f"  {line}", flush=True)
   print(f"[reproduce] done in {(time.time() - started) / 60:.1f} min", flush=True)
   return 0
 

@@ -10,6 +10,8 @@
   several runners on one sweep (here, or on several machines sharing the folder) and together they
   finish it. A lock left by a dead process on this host is taken over. `--workers=N` starts N
   runners here itself, each on its own CPU cores (launch/workers.py).
+- Every point's config is built and validated first, `--dry_run` included: a bad experiment
+  argument or `--set` stops the sweep with one line (exit 2) before anything trains.
 - `--dry_run` lists the points with tokens, FLOPs and estimated accelerator-hours.
 """
 
@@ -62,13 +64,13 @@ def load_experiment(spec: str):
   """`configs/x.py:arg` -> (module, arg)."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
-    raise app.UsageError(f"--experiment: no file {path!r}")
+    raise ValueError(f"--experiment: no file {path!r}")
   name = os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(f"experiment_{name}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_grid"):
-    raise app.UsageError(f"{path} defines no get_grid(arg)")
+    raise ValueError(f"{path} defines no get_grid(arg)")
   return module, arg
 
 
@@ -77,7 +79,7 @@ def parse_sets(sets: list[str]) -> dict[str, object]:
   for item in sets:
     key, sep, value = item.partition("=")
     if not sep:
-      raise app.UsageError(f"--set={item!r} is not key=value")
+      raise ValueError(f"--set={item!r} is not key=value")
     try:
       out[key] = json.loads(value)
     except json.JSONDecodeError:
@@ -103,6 +105,29 @@ def point_cost(point: grid_lib.Point, scale: str, vocab_size: int = 32101) -> Co
   tokens = float(c.train.steps * c.data.batch_size * c.model.seq_len)
   vocab = c.model.vocab_size or data_lib.source_for(c.data).known_vocab_size or vocab_size
   return Cost(tokens, tokens * flops.model_flops_per_token(c.model, vocab))
+
+
+def checked_grid(experiment: str, sets: list[str]) -> grid_lib.Grid:
+  """The grid of `--experiment` with `--set` applied, every point's config built and validated;
+  ValueError (one line) for a missing file, a bad argument, override or value."""
+  module, arg = load_experiment(experiment)
+  try:
+    grid = with_extra_overrides(module.get_grid(arg), parse_sets(sets))
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"{experiment}: {e}") from None
+  check_grid(grid)
+  return grid
+
+
+def check_grid(grid: grid_lib.Grid) -> None:
+  """Builds and validates every point's config (the experiment's values and --set's) before
+  anything is trained or priced; raises ValueError naming the first bad point."""
+  from stability import validation  # no JAX program is built
+  for point in grid.points:
+    try:
+      validation.validate(grid_lib.config_for(point, grid.scale))
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"point {point.name}: {e}") from None
 
 
 def dry_run(grid: grid_lib.Grid, device: str, mfu: float) -> str:
@@ -339,8 +364,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _EXPERIMENT.value:
     raise app.UsageError("--experiment=configs/<file>.py[:scale=cpu] is required")
-  module, arg = load_experiment(_EXPERIMENT.value)
-  grid = with_extra_overrides(module.get_grid(arg), parse_sets(_SET.value))
+  try:
+    grid = checked_grid(_EXPERIMENT.value, _SET.value)
+  except ValueError as e:  # one line, before anything is spent
+    print(f"launch.sweep: error: {e}", file=sys.stderr)
+    sys.exit(2)
   if _DRY_RUN.value:
     print(dry_run(grid, _DEVICE.value, _MFU.value))
     return

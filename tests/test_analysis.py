@@ -303,10 +303,11 @@ def test_demo_compares_with_the_reference_and_notes_another_corpus(tmp_path):
   runs = results.load_runs(sweep)
   lines = demo.reference_lines(runs, str(sweep))
   assert f"equal the reference's in {len(runs.dropna(subset=['final_eval_loss']))} of" in lines
-  assert "note:" not in lines  # no corpus recorded
+  assert "embedded corpus" not in lines  # no corpus recorded
+  assert "rounds differently" in lines  # no step recorded: made before the label existed
   (sweep / reference.CORPUS).write_text(json.dumps(
       {"corpus": "stdlib-docstrings-v1-py3.99.0", "documents": 1, "sha256": "0" * 64}))
-  assert "note: the runs in" in demo.reference_lines(runs, str(sweep))
+  assert "trained on the embedded corpus" in demo.reference_lines(runs, str(sweep))
 
 
 def test_make_experiment_figures_writes_the_standard_set(tmp_path):

@@ -95,6 +95,21 @@ def test_sweep_runs_pod_sweep_everywhere(no_subprocess, capsys):
                    "--out=gs://bucket/fig1", "--set=model.remat=full"]
 
 
+@pytest.mark.parametrize("bad, says", [
+    (["--experiment=configs/fig1_qklayernorm.py:scale=paper", "--out=gs://b/f"], "no file"),
+    (["--experiment=configs/fig1_qk_layernorm.py:scale=papr", "--out=gs://b/f"], "papr"),
+    (["--experiment=configs/fig1_qk_layernorm.py:scale=paper", "--out=gs://b/f",
+      "--set=model.remat=ful"], "model.remat"),
+    (["--experiment=configs/fig1_qk_layernorm.py:scale=paper", "--out=results/fig1"], "gs://")])
+def test_a_bad_sweep_stops_before_any_gcloud_call(no_subprocess, capsys, bad, says):
+  """Checked in --dry_run too: a real launch would otherwise pay for the slice first."""
+  assert pod.main(["sweep", *WHERE, "--dry_run", *bad]) == 2
+  captured = capsys.readouterr()
+  assert not printed_commands(captured.out)
+  (line,) = captured.err.strip().splitlines()
+  assert line.startswith("error:") and says in line
+
+
 def test_shell_metacharacters_reach_the_job_as_text(no_subprocess, capsys):
   evil = "--workdir=gs://b/$(touch /tmp/pwned); rm -rf ~ 'x"
   assert pod.main(["run", *WHERE, "--dry_run", "--", "python", "-m", "stability.main", evil]) == 0

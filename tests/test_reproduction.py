@@ -292,3 +292,23 @@ def test_the_note_on_runs_made_by_a_step_that_rounds_differently(tmp_path):
   assert reference.numerics_note(str(tmp_path / "fig1")) is None
   assert reproduction._numerics_note(str(tmp_path)) == []
   assert reference.numerics_note(str(tmp_path / "missing")) is None
+
+
+def test_by_default_the_committed_reference_is_left_alone_and_compared_with(tmp_path, capsys):
+  """`make reproduce` writes its copies and page under results/ and sets each verdict beside
+  the committed reference runs'; only --update_reference points it at the committed files."""
+  args = reproduce.parse_args([])
+  assert (args.reference, args.doc) == ("results/reference/cpu", "results/reproduction.md")
+  args = reproduce.parse_args(["--update_reference"])
+  assert (args.reference, args.doc) == (REFERENCE, "docs/reproduction.md")
+  experiment = "fig10_forced_logits"
+  shutil.copytree(os.path.join(REFERENCE, experiment), tmp_path / "out" / experiment)
+  before = sorted(os.listdir(os.path.join(REFERENCE, experiment)))
+  assert reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}",
+                         f"--doc={tmp_path / 'page.md'}", "--only=fig10", "--train=false"]) == 0
+  out = capsys.readouterr().out
+  assert "verdicts against the committed reference runs (reference/cpu)" in out
+  (line,) = [l for l in out.splitlines() if "Fig 10:" in l]
+  assert line.strip() == "10 Fig 10: not reproduced -> not reproduced (same)"
+  assert (tmp_path / "page.md").exists() and (tmp_path / "ref" / experiment).is_dir()
+  assert sorted(os.listdir(os.path.join(REFERENCE, experiment))) == before

@@ -163,3 +163,18 @@ def test_dry_run_lists_points_and_cost():
   text = sweep.dry_run(grid, "H100", 0.4)
   assert "112 points" in text and "d2048-L24_lr3e-01_qkln-on" in text
   assert "H100-hours at 40% MFU" in text.splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--experiment=configs/nope.py"], "no file 'configs/nope.py'"),
+    (["--experiment=configs/fig1_qk_layernorm.py:scale=cpu", "--set=opt.eps=-1"], "opt.eps"),
+    (["--experiment=configs/fig1_qk_layernorm.py:scale=cpu", "--set=model.remat=ful"],
+     "model.remat"),
+    (["--experiment=configs/fig1_qk_layernorm.py:scale=cpu", "--set=model.nope=1"], "nope")])
+def test_a_bad_grid_stops_at_start_with_one_line_even_in_a_dry_run(tmp_path, args, says):
+  proc = subprocess.run([sys.executable, "-m", "launch.sweep", *args, "--dry_run",
+                         f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 2 and not proc.stdout
+  (line,) = [l for l in proc.stderr.splitlines() if l.startswith("launch.sweep")]
+  assert says in line, proc.stderr[-500:]

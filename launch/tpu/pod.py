@@ -342,7 +342,17 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def job_from_args(args, need_command: bool = True) -> Job:
+def check_sweep(args, workers: int) -> None:
+  """Before any gcloud call: the experiment loads and every point's config (with --set) is
+  valid, and on more than one worker --out is storage that every worker reaches."""
+  from launch import sweep  # no JAX program is built
+  sweep.checked_grid(args.experiment, args.set)
+  if workers > 1 and "://" not in args.out:
+    raise ValueError(f"--out={args.out}: {workers} workers each write their points there, so "
+                     "it must be storage all of them reach (gs://bucket/folder), not a local path")
+
+
+def job_from_args(args, need_command: bool = True, workers: int = 1) -> Job:
   """A sweep (--experiment, --out) through launch.tpu.pod_sweep, or the command after `--`."""
   command = list(args.command)
   if command[:1] == ["--"]:
@@ -353,6 +363,7 @@ def job_from_args(args, need_command: bool = True) -> Job:
       raise ValueError("give either --experiment/--out or a command after `--`, not both")
     if not args.out:
       raise ValueError("--experiment needs --out=gs://bucket/folder (a folder every worker sees)")
+    check_sweep(args, workers)
     command = ["python", "-m", "launch.tpu.pod_sweep", f"--experiment={args.experiment}",
                f"--out={args.out}"] + [f"--only={args.only}"] * bool(args.only) + [
                    f"--set={s}" for s in args.set]
@@ -369,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     pod = Pod(args.name, args.accelerator, args.zone, args.project, args.spot, args.version,
               args.dry_run)
-    job = (job_from_args(args, need_command=args.verb != "logs")
+    job = (job_from_args(args, need_command=args.verb != "logs", workers=pod.workers)
            if args.verb in ("run", "sweep", "logs", "babysit") else None)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

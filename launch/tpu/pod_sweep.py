@@ -65,8 +65,11 @@ def main(argv):
   if not FLAGS.experiment or not FLAGS.out:
     raise app.UsageError("--experiment=configs/<file>.py[:scale=paper] and --out=gs://... "
                          "are required")
-  module, arg = sweep.load_experiment(FLAGS.experiment)
-  grid = sweep.with_extra_overrides(module.get_grid(arg), sweep.parse_sets(FLAGS.set))
+  try:
+    grid = sweep.checked_grid(FLAGS.experiment, FLAGS.set)
+  except ValueError as e:
+    print(f"launch.tpu.pod_sweep: error: {e}", file=sys.stderr)
+    sys.exit(2)
   counts = run_grid_all_hosts(grid, FLAGS.out, FLAGS.only)
   print(f"[pod_sweep] {FLAGS.out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
         flush=True)
