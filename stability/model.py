@@ -258,8 +258,9 @@ class Attention(nn.Module):
       k_BxLxHxK = _layernorm("k_norm")(k_BxLxHxK.reshape(b, length, h * k)).reshape(
           b, length, h, k)
 
-    q_BxLxHxK = rope(q_BxLxHxK, cfg.rope_base)
-    k_BxLxHxK = rope(k_BxLxHxK, cfg.rope_base)
+    tables = rope_tables(x_BxLxD.shape[1], k, cfg.rope_base)  # once for q and k
+    q_BxLxHxK = rope(q_BxLxHxK, cfg.rope_base, tables)
+    k_BxLxHxK = rope(k_BxLxHxK, cfg.rope_base, tables)
     if cfg.attention == "forced":
       q_BxLxHxK = rms_normalize(q_BxLxHxK, cfg.forced_kappa)
       k_BxLxHxK = rms_normalize(k_BxLxHxK, cfg.forced_kappa)
