@@ -72,7 +72,8 @@ def _finished_summary(run_dir: str) -> dict | None:
 
 def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
   """Replaces `target` with compact copies of the finished runs of `sweep_dir` (those in
-  `names` if given); returns how many.
+  `names` if given); returns how many. With none finished there, a `target` that holds runs is
+  left as it is (`make reproduce --train=false` on an empty `--out` must not empty it).
 
   `timing.json` holds the runs' summed wall time: what the sweep costs when run alone. The
   corpus record of `target`, if any, is kept (`write_corpus` replaces it after training).
@@ -92,11 +93,19 @@ def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
       export_run(run_dir, os.path.join(fresh, name))
       count += 1
       seconds += float(summary.get("wall_s") or 0.0)
+  if count == 0 and _holds_runs(target):  # nothing finished in `sweep_dir`: keep what is there
+    shutil.rmtree(fresh)
+    return 0
   with open(os.path.join(fresh, "timing.json"), "w") as f:
     json.dump({"runs": count, "train_minutes_alone": round(seconds / 60, 1)}, f)
   shutil.rmtree(target, ignore_errors=True)
   os.replace(fresh, target)
   return count
+
+
+def _holds_runs(folder: str) -> bool:
+  return os.path.isdir(folder) and any(
+      os.path.exists(os.path.join(folder, name, fmt.CONFIG)) for name in os.listdir(folder))
 
 
 def write_corpus(target: str) -> None:

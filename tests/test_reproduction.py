@@ -312,3 +312,12 @@ def test_by_default_the_committed_reference_is_left_alone_and_compared_with(tmp_
   assert line.strip() == "10 Fig 10: not reproduced -> not reproduced (same)"
   assert (tmp_path / "page.md").exists() and (tmp_path / "ref" / experiment).is_dir()
   assert sorted(os.listdir(os.path.join(REFERENCE, experiment))) == before
+
+
+def test_an_export_with_nothing_finished_leaves_the_runs_already_there(tmp_path):
+  run = tmp_path / "ref" / "d64-L2_lr1e-02"
+  run.mkdir(parents=True)
+  (run / fmt.CONFIG).write_text("{}")
+  (tmp_path / "empty").mkdir()
+  assert reference.export(str(tmp_path / "empty"), str(tmp_path / "ref")) == 0
+  assert (run / fmt.CONFIG).exists() and not (tmp_path / "ref.writing").exists()
