@@ -65,20 +65,19 @@ def _escape(text: str) -> str:
 def _numerics_note(root: str) -> list[str]:
   """A paragraph when the runs under `root` were trained by a step that rounds differently from
   this code's (`result_format.NUMERICS`): rerunning them gives other digits, so compare verdicts."""
-  labels = set()
+  summaries = []
   for experiment in sorted(os.listdir(root)) if os.path.isdir(root) else []:
     folder = os.path.join(root, experiment)
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
       try:
-        summary = fmt.read_json(os.path.join(folder, name, fmt.SUMMARY))
+        summaries.append(fmt.read_json(os.path.join(folder, name, fmt.SUMMARY)) or {})
       except (OSError, ValueError):
         continue
-      if summary:
-        labels.add(fmt.numerics(summary))
-  if not labels or labels == {fmt.NUMERICS}:
+  labels = fmt.other_numerics([s for s in summaries if s])
+  if not labels:
     return []
   return [f"**Rounding.** These runs were trained by a train step that rounds differently from "
-          f"this code's (theirs: {', '.join(sorted(labels))}; this code: {fmt.NUMERICS}; "
+          f"this code's (theirs: {', '.join(labels)}; this code: {fmt.NUMERICS}; "
           "docs/performance.md). Rerunning them gives other digits; compare by verdict "
           "(`python -m analysis.compare`), not digit for digit.", ""]
 

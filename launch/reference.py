@@ -136,15 +136,13 @@ def numerics_note(target: str) -> str | None:
   """Why runs here cannot equal those of `target` (an experiment's folder) digit for digit when
   its runs were trained by a train step that rounds differently (`result_format.NUMERICS`); None
   if the same or no runs."""
-  labels = set()
-  for name in sorted(os.listdir(target)) if os.path.isdir(target) else []:
-    summary = _finished_summary(os.path.join(target, name))
-    if summary is not None:
-      labels.add(fmt.numerics(summary))
-  if not labels or labels == {fmt.NUMERICS}:
+  names = sorted(os.listdir(target)) if os.path.isdir(target) else []
+  summaries = [s for name in names if (s := _finished_summary(os.path.join(target, name)))]
+  labels = fmt.other_numerics(summaries)
+  if not labels:
     return None
   return (f"the runs in {target} were trained by a step that rounds differently (numerics "
-          f"{', '.join(sorted(labels))}; this code: {fmt.NUMERICS}): expect other digits, "
+          f"{', '.join(labels)}; this code: {fmt.NUMERICS}): expect other digits, "
           "and compare verdicts")
 
 

@@ -283,7 +283,7 @@ def run_experiment(args: argparse.Namespace, grid: grid_lib.Grid, i: int, n: int
   return counts
 
 
-def warn_other_corpus(reference_dir: str, grids: list[grid_lib.Grid]) -> None:
+def warn_other_runs(reference_dir: str, grids: list[grid_lib.Grid]) -> None:
   """Says so, before training, when the runs in `reference_dir` trained on other text or with a
   step that rounds differently."""
   notes = [note for g in grids for check in (reference.numerics_note, reference.corpus_note)
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     from stability import runtime
     runtime.prepare_training_process()
     for reference_dir in dict.fromkeys([args.reference, COMMITTED_REFERENCE]):
-      warn_other_corpus(reference_dir, grids)
+      warn_other_runs(reference_dir, grids)
   started = time.time()
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
   try:

@@ -28,6 +28,12 @@ NUMERICS = "2026-12-07: row-major projections, written-out attention backward"
 NUMERICS_BEFORE = "before 2026-12-07"  # what a record without the entry was trained by
 
 
+def other_numerics(summaries) -> list[str]:
+  """The step roundings these summaries name, sorted, when any is not this code's; else []."""
+  labels = {numerics(s) for s in summaries}
+  return sorted(labels) if labels - {NUMERICS} else []
+
+
 def numerics(summary: dict) -> str:
   """The step rounding that a summary's last provenance record names (NUMERICS_BEFORE when it
   names none, or the record is unreadable)."""
