@@ -18,6 +18,7 @@ import ml_collections
 
 from configs import base
 from stability import config_schema
+from stability import data_common
 from stability import sizes
 from stability import step_memory
 
@@ -149,14 +150,22 @@ def seeds_arg(kv: dict[str, str], default=(0,)) -> tuple[int, ...]:
 
 
 def config_for(point: Point, scale: str) -> ml_collections.ConfigDict:
-  """The base config, then the scale's settings (and on accelerators the fastest step that
-  fits), then the point's size, LR and overrides."""
+  """The base config, then the scale's settings and microbatches, then the point's size, LR and
+  overrides."""
   c = base.get_config(f"size={point.size},lr={point.lr}")
   apply_overrides(c, {**SCALE_SETTINGS[scale], **point.overrides})
-  if scale != "cpu" and "train.grad_accum" not in point.overrides:
-    c.train.grad_accum = step_memory.microbatches_to_fit(c.model, c.data.batch_size,
-                                                         C4_VOCAB_SIZE)
+  if "train.grad_accum" not in point.overrides:
+    c.train.grad_accum = microbatches(c, scale)
   return c
+
+
+def microbatches(c: ml_collections.ConfigDict, scale: str) -> int:
+  """The scale's microbatches per step: at cpu scale a step that fits in the cache (faster, not
+  needed), elsewhere the fewest that fit in an accelerator's memory."""
+  if scale == "cpu":
+    return step_memory.microbatches_for_cache(c.model, c.data.batch_size,
+                                              data_common.BYTE_VOCAB_SIZE)
+  return step_memory.microbatches_to_fit(c.model, c.data.batch_size, C4_VOCAB_SIZE)
 
 
 def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:

@@ -26,6 +26,11 @@ PLAIN_LOGIT_BYTES = 8  # per logit of the plain head (tokens × vocab)
 STORED_SCORE_BYTES = 10  # per attention score per layer, attention without a kernel
 LOG_STEP_SCORE_BYTES = 12  # per attention score of one layer, a log step through a kernel
 DEFAULT_BUDGET = 48 * 2 ** 30  # of an 80 GB device: room for the rule's error
+# On a CPU the bound is the cache: a step whose activations (the estimate less the state) are
+# over about 40 MiB ran slower than the same step in microbatches under it (2-core Zen 4,
+# float32, batch 16×128, 2026-12-07: d128-L4, 69 MiB, 133-154 ms in one microbatch and 102-105
+# in two; d192-L4, 101 MiB, 226 / 209 / 192 ms in 1 / 2 / 4; d128-L2, 37 MiB, the same in 1 or 2).
+CPU_CACHE_BUDGET = 40 * 2 ** 20
 
 
 def step_bytes(model_cfg, tokens: int, vocab_size: int, log_step: bool = False) -> float:
@@ -56,5 +61,17 @@ def microbatches_to_fit(model_cfg, batch: int, vocab_size: int,
   for m in range(1, batch + 1):
     if batch % m == 0 and step_bytes(model_cfg, batch // m * model_cfg.seq_len, vocab_size,
                                      log_step=True) <= budget:
+      return m
+  return batch
+
+
+def microbatches_for_cache(model_cfg, batch: int, vocab_size: int,
+                           budget: float = CPU_CACHE_BUDGET) -> int:
+  """The fewest microbatches (a divisor of `batch`) whose activations, the log step's too, fit
+  in `budget` bytes of cache; `batch` if none does."""
+  state = step_bytes(model_cfg, 0, vocab_size)
+  for m in range(1, batch + 1):
+    tokens = batch // m * model_cfg.seq_len
+    if batch % m == 0 and step_bytes(model_cfg, tokens, vocab_size, log_step=True) - state <= budget:
       return m
   return batch

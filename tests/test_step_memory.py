@@ -76,7 +76,26 @@ def test_accelerator_scales_take_the_fused_head_and_the_fewest_microbatches():
   assert {s: paper[s].train.grad_accum for s in ("d512-L6", "d768-L12", "d1024-L24")} == {
       "d512-L6": 1, "d768-L12": 2, "d1024-L24": 4}
   cpu = configs_of("cpu")
-  assert {(c.model.head_impl, c.train.grad_accum) for c in cpu.values()} == {("plain", 1)}
+  assert {c.model.head_impl for c in cpu.values()} == {"plain"}
+  assert {s: c.train.grad_accum for s, c in cpu.items()} == {"d64-L2": 1, "d128-L2": 1,
+                                                             "d128-L4": 2}
+
+
+def test_cpu_microbatches_keep_each_ones_activations_in_the_cache_budget():
+  """The fewest divisors of the batch whose rows' activations fit; the state does not count."""
+  c = model_cfg("d192-L4", seq_len=128)
+  c.update(head_impl="plain", attention_impl="explicit")
+  state = step_memory.step_bytes(c, 0, 259)
+
+  def rows(n):  # the activations of a microbatch of n rows
+    return step_memory.step_bytes(c, n * 128, 259, log_step=True) - state
+
+  assert step_memory.step_bytes(c, 16 * 128, 259, log_step=True) > rows(16)
+  assert step_memory.microbatches_for_cache(c, 16, 259, budget=rows(16)) == 1
+  assert step_memory.microbatches_for_cache(c, 16, 259, budget=rows(4)) == 4
+  assert step_memory.microbatches_for_cache(c, 16, 259, budget=rows(4) * 0.99) == 8
+  assert step_memory.microbatches_for_cache(c, 12, 259, budget=rows(4)) == 3
+  assert step_memory.microbatches_for_cache(c, 16, 259, budget=1.0) == 16
 
 
 def test_a_point_that_sets_its_microbatches_keeps_them():

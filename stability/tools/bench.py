@@ -42,14 +42,17 @@ from stability import model as model_lib  # noqa: E402
 from stability import run as run_lib  # noqa: E402
 from stability import runtime  # noqa: E402
 from stability import sizes  # noqa: E402
+from stability import step_memory  # noqa: E402
 from stability import timing  # noqa: E402
 
 _SIZES = flags.DEFINE_list("sizes", ["d128-L2"], "model sizes")
 _BATCH = flags.DEFINE_integer("batch", 16, "global batch (sequences)")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 128, "sequence length")
 _GRAD_ACCUM = flags.DEFINE_integer(
-    "grad_accum", 1,
-    "microbatches per step, in both frameworks (strided rows, as train.grad_accum)")
+    "grad_accum", 0,
+    "microbatches per step, in both frameworks (strided rows, as train.grad_accum); 0: as the cpu "
+    "scale trains on a CPU (microbatches that fit the cache, step_memory.microbatches_for_cache), "
+    "1 elsewhere")
 _STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after 2 warm-up steps)")
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "bfloat16", "float32"],
                            "compute dtype; auto = float32 on CPU, bfloat16 on accelerators")
@@ -68,7 +71,7 @@ _MEMBERS = flags.DEFINE_integer(
     "members", 0, "also time M runs at M learning rates trained as one vmapped program "
     "(stability/run.py) against M sequential steps; 0 = skip")
 _MEMBERS_GRAD_ACCUM = flags.DEFINE_integer(
-    "members_grad_accum", 0, "microbatches per step of the vmapped program (0 = --grad_accum): "
+    "members_grad_accum", 0, "microbatches per step of the vmapped program (0: as the single run): "
     "M members hold M times the activations, so on a device they need M times the microbatches")
 _HOST_MEMORY = flags.DEFINE_enum(
     "host_memory", "keep", ["keep", "release"],
@@ -103,7 +106,9 @@ def bench_config(size: str, dtype: str):
   c.model.remat = _REMAT.value
   c.data.batch_size = _BATCH.value
   c.data.synthetic.vocab_size = _VOCAB.value
-  c.train.grad_accum = _GRAD_ACCUM.value
+  c.train.grad_accum = _GRAD_ACCUM.value or (
+      step_memory.microbatches_for_cache(c.model, c.data.batch_size, _VOCAB.value)
+      if jax.default_backend() == "cpu" else 1)
   c.train.steps = 1000
   c.opt.warmup_steps = 10
   return c
@@ -116,9 +121,9 @@ def jax_peak_memory_gib() -> float | None:
   return None
 
 
-def check_rows(tokens_BxL1: np.ndarray) -> np.ndarray:
+def check_rows(tokens_BxL1: np.ndarray, config) -> np.ndarray:
   """The rows both frameworks compute loss@0 on: one microbatch, which fits wherever a step does."""
-  return tokens_BxL1[:_BATCH.value // _GRAD_ACCUM.value]
+  return tokens_BxL1[:_BATCH.value // config.train.grad_accum]
 
 
 def initial_params(config):
@@ -176,7 +181,7 @@ def bench_jax(config, tokens_BxL1: np.ndarray, head_impl: str, chunk_tokens: int
   state = run.init_state(0)
   first_loss = None  # only needed beside a PyTorch row, and its compile is not free on a GPU
   if any(_TORCH.value) or len(head_variants()) > 1:
-    first_loss = float(run.evaluate(state.params, [run.global_batch(check_rows(tokens_BxL1))])[0])
+    first_loss = float(run.evaluate(state.params, [run.global_batch(check_rows(tokens_BxL1, config))])[0])
   print(f"    initialised in {time.perf_counter() - t:.1f} s", flush=True)
   batch = run.global_batch(tokens_BxL1)
   compiled = compiled_memory_gib(run, state, batch)
@@ -201,7 +206,7 @@ def bench_batched(config, tokens_BxL1: np.ndarray, k: int) -> Row:
   for lr in np.geomspace(1e-3, 1e-1, k):
     c = config.copy_and_resolve_references()
     c.opt.peak_lr = float(lr)
-    c.train.grad_accum = _MEMBERS_GRAD_ACCUM.value or _GRAD_ACCUM.value
+    c.train.grad_accum = _MEMBERS_GRAD_ACCUM.value or config.train.grad_accum
     configs.append(c)
   run = run_lib.Run(configs, _VOCAB.value)
   compile_s, step_s = time_train_steps(run, run.init_state(0), run.global_batch(tokens_BxL1))
@@ -215,7 +220,7 @@ def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> Row:
   with futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
     r = pool.submit(torch_reference.benchmark, config, tokens_BxL1, params, mode,
                     vocab_size=_VOCAB.value, steps=_STEPS.value,
-                    check_rows=len(check_rows(tokens_BxL1)),
+                    check_rows=len(check_rows(tokens_BxL1, config)),
                     keep_host_memory=_HOST_MEMORY.value == "keep").result()
   return Row("", f"torch {mode}", **r)
 
@@ -280,7 +285,15 @@ def summary_table(rows: list[Row], tokens_per_step: int, flops_per_token: dict, 
   return "\n".join(lines)
 
 
-def describe_machine(dtype: str, peak_each: float | None, attention: str) -> str:
+def microbatch_label(configs) -> str:
+  """The microbatches per step: one number, or one per size where they differ."""
+  per_size = {size: c.train.grad_accum for size, c in configs.items()}
+  if len(set(per_size.values())) == 1:
+    return str(next(iter(per_size.values())))
+  return "(" + ", ".join(f"{size}: {m}" for size, m in per_size.items()) + ")"
+
+
+def describe_machine(dtype: str, peak_each: float | None, attention: str, microbatches: str) -> str:
   """One line: devices, versions and the settings every row shares."""
   n_dev, device_kind = jax.device_count(), jax.devices()[0].device_kind
   on_cpu = jax.default_backend() == "cpu"
@@ -296,7 +309,7 @@ def describe_machine(dtype: str, peak_each: float | None, attention: str) -> str
   peak = f"peak {peak_each / 1e12:.2f} TFLOP/s each" if peak_each else "peak unknown"
   return (f"{n_dev} × {device_kind} ({peak}{', measured float32 matmul' if on_cpu else ''}); "
           f"{versions}; dtype {dtype}; attention {attention}; remat {_REMAT.value}; batch "
-          f"{_BATCH.value}×{_SEQ_LEN.value} in {_GRAD_ACCUM.value} microbatch(es){vmapped_accum}; "
+          f"{_BATCH.value}×{_SEQ_LEN.value} in {microbatches} microbatch(es){vmapped_accum}; "
           f"vocab {_VOCAB.value}; {ynn_label()}{time.strftime('%Y-%m-%d')}")
 
 
@@ -357,7 +370,8 @@ def main(argv):
   peak_each = flops.peak_flops_per_device(jax.devices()[0].device_kind)
   peak = peak_each * jax.device_count() if peak_each else None
   configs = {size: bench_config(size, dtype) for size in _SIZES.value}
-  machine = describe_machine(dtype, peak_each, attention_label(configs, dtype))
+  machine = describe_machine(dtype, peak_each, attention_label(configs, dtype),
+                             microbatch_label(configs))
   print(f"device: {machine}", flush=True)
 
   tokens_per_step = _BATCH.value * _SEQ_LEN.value
