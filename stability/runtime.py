@@ -13,9 +13,14 @@ def enable_compilation_cache() -> None:
   """JAX's persistent compilation cache: a grid compiles each architecture once, ever.
 
   Location: JAX's own setting if made (JAX_COMPILATION_CACHE_DIR), else $STABILITY_JAX_CACHE,
-  else ~/.cache/stability/jax ('' disables it).
+  else ~/.cache/stability/jax ('' disables it). Off for a CPU job of several processes: with
+  jax 0.12.1 such a job hangs in its first step when it loads its programs from the cache
+  (docs/performance.md#jax-0121); compiling them again costs seconds.
   """
   if jax.config.jax_compilation_cache_dir:
+    return
+  sharding.maybe_initialize_distributed()
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
     return
   path = os.environ.get("STABILITY_JAX_CACHE",
                         os.path.join(os.path.expanduser("~"), ".cache", "stability", "jax"))
