@@ -12,7 +12,6 @@ boundaries; SIGTERM becomes a checkpoint and a clean stop at the next one.
 import contextlib
 import logging
 import math
-import signal
 import time
 
 import jax
@@ -25,7 +24,9 @@ from stability import flops
 from stability import provenance
 from stability import result_format
 from stability import run_files
+from stability import sigterm
 from stability import validation
+from stability import watchdog as watchdog_lib
 
 def finished_summary(config: ml_collections.ConfigDict, workdir) -> dict | None:
   """The summary of a finished run of `config` in `workdir`, else None (nothing or unfinished).
@@ -126,13 +127,16 @@ class Preemption:
   """Turns SIGTERM (TPU preemption, `kill`) into a stop the loop checks between steps.
 
   With several processes JAX's preemption service owns SIGTERM and picks one step at which every
-  process stops, so all of them take part in the same checkpoint (a per-process flag deadlocks).
+  process stops, so all of them take part in the same checkpoint (a per-process flag deadlocks);
+  the signal is passed on to it. Either way `on_sigterm` hears of it at once (`sigterm.Listener`):
+  the watchdog then ends the process if no step boundary comes within its grace period.
   """
 
-  def __init__(self):
+  def __init__(self, on_sigterm=lambda: None):
     self.requested = False
-    self._previous = None
     self._multihost = jax.process_count() > 1
+    self._on_sigterm = on_sigterm
+    self._listener = sigterm.Listener(self._heard)
 
   def reached(self, step: int) -> bool:
     """Whether to checkpoint and stop after `step`; call once per step on every process."""
@@ -141,23 +145,18 @@ class Preemption:
       self.requested = multihost_utils.reached_preemption_sync_point(step)
     return self.requested
 
+  def _heard(self) -> None:
+    logging.warning("SIGTERM: saving a checkpoint and stopping after this step")
+    if not self._multihost:
+      self.requested = True
+    self._on_sigterm()
+
   def __enter__(self):
-    if self._multihost:
-      return self
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: leave signals alone
-      self._previous = None
+    self._listener.__enter__()
     return self
 
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM: saving a checkpoint and stopping after this step")
-    self.requested = True
-
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    self._listener.__exit__(*exc)
 
 
 class Throughput:
@@ -291,6 +290,14 @@ class Group:
       m.status = "done"
       m.finish(steps, float(losses_M[m.index]))
 
+  def interrupt(self, message: str) -> None:
+    """Marks the members that have no verdict yet as interrupted (the watchdog stops the process;
+    a rerun resumes them from the last checkpoint)."""
+    for m in self.members:
+      summary = m.files.read_summary() or {}
+      if summary.get("status") not in result_format.FINISHED:
+        m.files.write_summary({**summary, "status": "interrupted", "error": message})
+
   def write_summaries(self, steps: int, **extra) -> list[dict]:
     """The final summaries: rewritten for this session's members, read for the others."""
     out = []
@@ -385,11 +392,15 @@ class Training:
                    {**self.progress, "members": self.group.bookkeeping()})
 
   def train(self) -> list[dict]:
-    state, start = self.restore_or_init()
-    self.group.begin(start, self.progress["init_eval_loss"], self.progress["provenance"])
-    with Preemption() as preemption:
+    limits = watchdog_lib.Limits.from_env(jax.process_count())
+    process = f"process {jax.process_index()} of {jax.process_count()}"
+    with (watchdog_lib.Watchdog(limits, self.group.interrupt, process) as self.watchdog,
+          Preemption(self.watchdog.sigterm) as preemption):
+      state, start = self.restore_or_init()
+      self.group.begin(start, self.progress["init_eval_loss"], self.progress["provenance"])
       state, step, preempted = self.steps(state, start, preemption)
-    return self.finish(state, start, step, preempted)
+      self.watchdog.beat(f"the final checkpoint and eval after step {step}")
+      return self.finish(state, start, step, preempted)
 
   def steps(self, state, step: int, preemption: Preemption):
     """Steps until train.steps, a preemption or no member running: (state, step, preempted)."""
@@ -410,6 +421,8 @@ class Training:
         pending = None
       if not self.group.running:  # every log row is handled, or no member is left to record it
         break
+      if step >= 2:  # start-up's limit covers compiling both step programs
+        self.watchdog.beat(f"the evals, checkpoint and steps after step {step}")
       self.at_boundary(step, state, preempted)
       if preempted:
         return state, step, True

@@ -17,7 +17,8 @@ METRICS = "metrics.jsonl"
 EVAL = "eval.jsonl"
 RUN_FILES = (CONFIG, SUMMARY, METRICS, EVAL)
 
-STATUSES = ("running", "done", "diverged", "preempted", "failed")
+# interrupted: ended by the watchdog (a stall, or a SIGTERM that reached no step boundary in time).
+STATUSES = ("running", "done", "diverged", "preempted", "interrupted", "failed")
 # A rerun of these returns the summary and trains nothing; their final loss is meaningful.
 FINISHED = ("done", "diverged")
 

@@ -15,7 +15,7 @@ def enable_compilation_cache() -> None:
   Location: JAX's own setting if made (JAX_COMPILATION_CACHE_DIR), else $STABILITY_JAX_CACHE,
   else ~/.cache/stability/jax ('' disables it). Off for a CPU job of several processes: with
   jax 0.12.1 such a job hangs in its first step when it loads its programs from the cache
-  (docs/performance.md#jax-0121); compiling them again costs seconds.
+  (docs/scaling.md, "jax 0.12.1 and the compilation cache"); compiling them again costs seconds.
   """
   if jax.config.jax_compilation_cache_dir:
     return

@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_reports_every_row_and_the_summary_table(tmp_path):
   out = tmp_path / "bench"
   cmd = [sys.executable, "-m", "stability.tools.bench", "--sizes=d32-L1", "--batch=4",
-         "--seq_len=16", "--vocab=64", "--steps=2", "--grad_accum=2", "--members=2",
-         "--torch=", "--heads=plain,fused", "--head_chunk_tokens=16,32", f"--out={out}"]
+         "--seq_len=16", "--vocab=64", "--steps=2", "--warmup_s=0", "--grad_accum=2",
+         "--members=2", "--torch=", "--heads=plain,fused", "--head_chunk_tokens=16,32", f"--out={out}"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = json.loads((tmp_path / "bench.json").read_text())
@@ -86,7 +86,7 @@ def test_bench_times_the_torch_reference_in_a_process_of_its_own(tmp_path):
   pytest.importorskip("torch")  # the [bench] extra, not part of [dev]
   out = tmp_path / "bench"
   cmd = [sys.executable, "-m", "stability.tools.bench", "--sizes=d32-L1", "--batch=4", "--seq_len=16",
-         "--vocab=64", "--steps=2", "--torch=eager", f"--out={out}"]
+         "--vocab=64", "--steps=2", "--warmup_s=0", "--torch=eager", f"--out={out}"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   rows = {r["impl"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}

@@ -72,10 +72,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _main_args(workdir) -> list[str]:
+def _main_args(workdir, **flags) -> list[str]:
   return [sys.executable, "-m", "stability.main", f"--workdir={workdir}",
           f"--config={REPO}/configs/base.py:size=d64-L2,data=synthetic",
-          *[f"--config.{k}={v}" for k, v in FLAGS.items()]]
+          *[f"--config.{k}={v}" for k, v in {**FLAGS, **flags}.items()]]
 
 
 def _env(tmp: pathlib.Path, devices: int) -> dict:
@@ -90,22 +90,23 @@ def _env(tmp: pathlib.Path, devices: int) -> dict:
   return env
 
 
-def run_one(tmp: pathlib.Path, workdir) -> subprocess.CompletedProcess:
+def run_one(tmp: pathlib.Path, workdir, **flags) -> subprocess.CompletedProcess:
   """One process, one device."""
-  result = subprocess.run(_main_args(workdir), env=_env(tmp, 1), cwd=REPO, capture_output=True,
-                          text=True, timeout=180)
+  result = subprocess.run(_main_args(workdir, **flags), env=_env(tmp, 1), cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
   assert result.returncode == 0, result.stderr[-3000:]
   return result
 
 
-def start_two(tmp: pathlib.Path, workdir, logs) -> tuple[subprocess.Popen, pathlib.Path]:
+def start_two(tmp: pathlib.Path, workdir, logs, **flags) -> tuple[subprocess.Popen, pathlib.Path]:
   """Two processes of 2 devices each, through launch/gpu/run.sh --per_gpu."""
   env = _env(tmp, 2)
   env["JAX_COORDINATOR_PORT"] = str(_free_port())
   out = tmp / f"{pathlib.Path(logs).name}.out"
   proc = subprocess.Popen(
       ["bash", str(REPO / "launch/gpu/run.sh"), "--per_gpu", "--gpus=2", f"--logs={logs}",
-       *_main_args(workdir)], env=env, cwd=REPO, stdout=out.open("w"), stderr=subprocess.STDOUT)
+       *_main_args(workdir, **flags)], env=env, cwd=REPO, stdout=out.open("w"),
+      stderr=subprocess.STDOUT)
   return proc, out
 
 
@@ -255,3 +256,80 @@ def test_preemption_of_one_process_stops_both_at_one_step_then_one_process_finis
   assert_close(losses(work), losses(reference), range(STEPS))
   assert evals(work)[STEPS] == pytest.approx(evals(reference)[STEPS], rel=1e-5)
   assert json.loads((work / "summary.json").read_text())["status"] == "done"
+
+
+def _pids(out) -> list[int]:
+  """The two process ids launch/gpu/run.sh prints, once it has."""
+  deadline = time.time() + 60
+  while time.time() < deadline:
+    text = out.read_text()
+    if "started 2 processes (pids" in text:
+      return [int(p) for p in text.split("(pids ")[1].split(")")[0].split()]
+    time.sleep(0.1)
+  raise AssertionError(out.read_text()[-2000:])
+
+
+def _wait_for_step(log, step: int, timeout: float = 120) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if log.exists() and f"step {step}/" in log.read_text():
+      return
+    time.sleep(0.1)
+  raise AssertionError(log.read_text()[-2000:] if log.exists() else f"no {log}")
+
+
+def _gone(pid: int) -> bool:
+  try:
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+  except FileNotFoundError:
+    return True
+
+
+LONG = {"train.steps": 400, "train.eval_every": 200, "train.ckpt_every": 100}  # ~seconds, not ms
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_a_stalled_process_stops_its_peer_within_the_limit_and_nothing_is_left(
+    tmp_path, monkeypatch):
+  """Process 1 is stopped (SIGSTOP: alive, holding its peer in the next collective). Process 0's
+  watchdog ends it after STABILITY_STALL_TIMEOUT_S with a message naming it; the launcher then
+  kills the stopped one. The run is marked interrupted, and a rerun resumes and finishes it."""
+  monkeypatch.setenv("STABILITY_STALL_TIMEOUT_S", "8")
+  monkeypatch.setenv("STABILITY_SIGTERM_GRACE_S", "2")
+  work = tmp_path / "run"
+  proc, out = start_two(tmp_path, work, tmp_path / "logs", **LONG)
+  pids = _pids(out)
+  _wait_for_step(tmp_path / "logs" / "process-1.log", 2)
+  os.kill(pids[1], signal.SIGSTOP)
+  stopped = time.time()
+  proc.wait(timeout=120)
+  assert proc.returncode == 75, out.read_text()[-3000:]
+  assert time.time() - stopped < 8 + 40
+  log0 = (tmp_path / "logs" / "process-0.log").read_text()
+  assert "process 0 of 2 waited 8 s for" in log0, log0[-2000:]
+  assert all(_gone(p) for p in pids)
+  summary = json.loads((work / "summary.json").read_text())
+  assert summary["status"] == "interrupted" and "waited 8 s" in summary["error"], summary
+
+  resumed = run_one(tmp_path, work, **LONG)
+  assert f"resumed {work} from step" in resumed.stderr
+  assert json.loads((work / "summary.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_killing_the_launcher_stops_both_processes(tmp_path):
+  """SIGKILL to launch/gpu/run.sh (no trap runs): each process sees its launcher gone and ends."""
+  proc, out = start_two(tmp_path, tmp_path / "run", tmp_path / "logs", **LONG)
+  pids = _pids(out)
+  _wait_for_step(tmp_path / "logs" / "process-0.log", 2)
+  proc.kill()
+  proc.wait()
+  deadline = time.time() + 30
+  while not all(_gone(p) for p in pids) and time.time() < deadline:
+    time.sleep(0.2)
+  assert all(_gone(p) for p in pids), [pathlib.Path(f"/proc/{p}/cmdline").exists() for p in pids]
+  for i in (0, 1):
+    log = (tmp_path / "logs" / f"process-{i}.log").read_text()
+    assert "its launcher (pid" in log, log[-2000:]

@@ -53,7 +53,10 @@ _GRAD_ACCUM = flags.DEFINE_integer(
     "microbatches per step, in both frameworks (strided rows, as train.grad_accum); 0: as the cpu "
     "scale trains on a CPU (microbatches that fit the cache, step_memory.microbatches_for_cache), "
     "1 elsewhere")
-_STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after 2 warm-up steps)")
+_STEPS = flags.DEFINE_integer("steps", 10, "timed steps (after warm-up: see --warmup_s)")
+_WARMUP_S = flags.DEFINE_float(
+    "warmup_s", 2.0, "untimed steps first, for at least this many seconds (and 2 steps), in both "
+    "frameworks: the first seconds after a compile run slower")
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "bfloat16", "float32"],
                            "compute dtype; auto = float32 on CPU, bfloat16 on accelerators")
 _ATTENTION = flags.DEFINE_enum("attention_impl", "explicit", ["explicit", "fused", "chunked"],
@@ -145,7 +148,7 @@ def time_train_steps(run, state, batch, diagnose: bool = False) -> tuple[float, 
     holder["state"], metrics = run.train_step(holder["state"], batch, diagnose=diagnose)
     jax.block_until_ready(metrics["train_loss"])
 
-  return timing.time_steps(step, _STEPS.value)
+  return timing.time_steps(step, _STEPS.value, warmup_s=_WARMUP_S.value)
 
 
 def compiled_memory_gib(run, state, batch) -> float:
@@ -220,7 +223,7 @@ def bench_torch(config, tokens_BxL1: np.ndarray, params, mode: str) -> Row:
   with futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
     r = pool.submit(torch_reference.benchmark, config, tokens_BxL1, params, mode,
                     vocab_size=_VOCAB.value, steps=_STEPS.value,
-                    check_rows=len(check_rows(tokens_BxL1, config)),
+                    check_rows=len(check_rows(tokens_BxL1, config)), warmup_s=_WARMUP_S.value,
                     keep_host_memory=_HOST_MEMORY.value == "keep").result()
   return Row("", f"torch {mode}", **r)
 

@@ -161,7 +161,8 @@ def make_train_step(model: Decoder, opt, scheduler, *, z_loss: float, clip_norm:
 
 
 def benchmark(config, tokens_BxL1: np.ndarray, params, mode: str, *, vocab_size: int,
-              steps: int, check_rows: int, keep_host_memory: bool = True) -> dict:
+              steps: int, check_rows: int, keep_host_memory: bool = True,
+              warmup_s: float = 2.0) -> dict:
   """Times the reference's train step (`mode`: eager | compile) on one batch, started from a
   JAX parameter tree: first-call and median step seconds, loss@0 on the first `check_rows`
   rows, and peak CUDA memory. On the GPU when there is one, with bf16 autocast when
@@ -184,6 +185,7 @@ def benchmark(config, tokens_BxL1: np.ndarray, params, mode: str, *, vocab_size:
                          autocast_dtype=autocast, grad_accum=config.train.grad_accum)
   if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
-  compile_s, step_s = timing.time_steps(lambda: step(tokens).item(), steps)  # .item() syncs
+  compile_s, step_s = timing.time_steps(lambda: step(tokens).item(), steps,  # .item() syncs
+                                        warmup_s=warmup_s)
   mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None
   return dict(step_s=step_s, compile_s=compile_s, first_loss=first_loss, mem_gib=mem)
