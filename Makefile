@@ -8,15 +8,22 @@ endif
 VENV ?= $(if $(filter 3.11,$(PYVER)),.venv,.venv-$(PYVER))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BASE := $(VENV)/.installed-base
 CONSTRAINTS := constraints/python$(PYVER).txt
 VERSIONS := import importlib.metadata as m; print("versions:", ", ".join( \
   f"{p} {m.version(p)}" for p in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")))
 
 .PHONY: demo test test-fast test-latest reproduce install clean
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+# The demo and the reproduction need only the core (JAX, Flax, optax, orbax, pandas, matplotlib);
+# the tests add TensorFlow, tfds and seqio (the C4 / text path), Jupyter and pytest.
+$(BASE): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e .
+	touch $(BASE)
+
+$(STAMP): $(BASE)
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
 	touch $(STAMP)
 
@@ -43,12 +50,12 @@ test-latest:
 	@.venv-latest-$(PYVER)/bin/python -c '$(VERSIONS)'
 	.venv-latest-$(PYVER)/bin/python -m pytest -q -n 2 tests
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(PY) -m launch.demo
 
 # Every experiment at cpu scale (resumable; ONLY=fig3,fig5 for some), then results/reproduction.md,
 # compared by verdict with the committed reference/cpu (left alone; --update_reference rewrites it).
-reproduce: $(STAMP)
+reproduce: $(BASE)
 	$(PY) -m launch.reproduce --only="$(ONLY)"
 
 clean:

@@ -2,7 +2,8 @@
 version): how far apart their final losses and LR sensitivities are, next to the seed-to-seed
 spread of the first.
 
-  python -m analysis.compare reference/cpu/fig1_qk_layernorm results/other/fig1_qk_layernorm
+  python -m analysis.compare reference/cpu/fig1_qk_layernorm results/other/fig1_qk_layernorm \
+      [--figure=out/two_sweeps]    # also both sweeps' final loss vs LR in one figure
 """
 
 from __future__ import annotations
@@ -109,8 +110,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("a", help="a sweep folder (the reference)")
   parser.add_argument("b", help="the same grid's sweep folder, made another way")
+  parser.add_argument("--figure", default="",
+                      help="also draw both sweeps' final loss vs LR to <figure>.png and .svg")
   args = parser.parse_args(argv)
   print(report(args.a, args.b))
+  if args.figure:
+    from analysis import figures
+    written = figures.save(figures.two_sweeps_loss_vs_lr(
+        results.load_runs(args.a), results.load_runs(args.b), labels=("A", "B"),
+        title=f"Final eval loss vs learning rate: A = {args.a}, B = {args.b}"),
+        args.figure)
+    print("figure: " + ", ".join(written))
 
 
 if __name__ == "__main__":

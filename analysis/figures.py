@@ -1,5 +1,5 @@
 """The paper's figures from result folders (docs/paper_notes.md#experiments), drawn with
-matplotlib (Agg).
+matplotlib. Importing this module leaves matplotlib's backend alone.
 
 Every function returns a `matplotlib.figure.Figure` (no pyplot state) and, given `save_to`,
 writes `<save_to>.png` and `<save_to>.svg`. Each figure has labelled axes, a legend, a title
@@ -17,9 +17,6 @@ import textwrap
 from typing import Any, Iterable, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")  # before anything imports pyplot; the figures below never use it
-
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -77,7 +74,7 @@ def _size_colors(num_params: Iterable[float]) -> dict[float, tuple]:
   """One viridis colour per model size, from small (dark) to large (light)."""
   sizes = sorted(set(num_params))
   cmap = matplotlib.colormaps["viridis"]
-  return {n: cmap(i / max(1, len(sizes) - 1) * 0.9) for i, n in enumerate(sizes)}
+  return {n: cmap(i / max(1, len(sizes) - 1) * 0.8) for i, n in enumerate(sizes)}  # no faint yellow
 
 
 def _lr_colors(lrs: Iterable[float]) -> dict[float, tuple]:
@@ -109,7 +106,7 @@ def _footnote(runs: pd.DataFrame, footnote: str | None) -> str:
 
 
 def _draw_loss_curve(ax: Axes, runs: pd.DataFrame, init_loss: float, color: Any,
-                     label: str, linestyle: str = "-") -> None:
+                     label: str, linestyle: str = "-", marker: str = "o") -> None:
   """One size: the clipped loss min(ℓ, ℓ0) vs LR (the mean over seeds), diverged points drawn
   at ℓ0 as crosses (an LR where every seed diverged)."""
   runs = runs.sort_values("lr")
@@ -121,7 +118,7 @@ def _draw_loss_curve(ax: Axes, runs: pd.DataFrame, init_loss: float, color: Any,
   per_lr = per_lr.groupby("lr").agg(loss=("loss", "mean"), failed=("failed", "all"))
   lrs, shown, failed = (per_lr.index.to_numpy(float), per_lr["loss"].to_numpy(float),
                         per_lr["failed"].to_numpy(bool))
-  ax.plot(lrs, shown, linestyle, color=color, label=label, marker="o", markersize=4)
+  ax.plot(lrs, shown, linestyle, color=color, label=label, marker=marker, markersize=4)
   if failed.any() and np.isfinite(init_loss):
     ax.plot(lrs[failed], shown[failed], "x", color="crimson", markersize=8, mew=2)
 
@@ -159,6 +156,37 @@ def loss_vs_lr(runs: pd.DataFrame, *, arms: Sequence[str] | None = None,
     ax.legend(fontsize=7)
   axes[0].set_ylabel("final eval loss")
   return _finish(fig, title, _footnote(runs, footnote), save_to, formats)
+
+
+def two_sweeps_loss_vs_lr(a_runs: pd.DataFrame, b_runs: pd.DataFrame, *,
+                          labels: tuple[str, str] = ("reference", "yours"),
+                          title: str = "Final eval loss vs learning rate, two sweeps",
+                          save_to: results.PathLike | None = None,
+                          formats: Sequence[str] = FORMATS) -> Figure:
+  """Two sweeps of one grid overlaid: one panel per arm, one colour per size, sweep `a` solid
+  with circles and sweep `b` dashed with squares (seed means, diverged points at ℓ0)."""
+  sweeps = [r[r["status"].isin(results.FINISHED) & r["lr"].notna()] for r in (a_runs, b_runs)]
+  if any(r.empty for r in sweeps):
+    raise ValueError("each sweep needs a done or diverged run with a learning rate")
+  arms = sorted(set(sweeps[0]["arm"]) | set(sweeps[1]["arm"]))
+  fig, axes = _figure(len(arms), sharey=True)
+  size_colors = _size_colors(pd.concat(sweeps)["num_params"])
+  init_loss = float(pd.concat(sweeps)["init_eval_loss"].mean())
+  for ax, arm in zip(axes, arms):
+    for runs, label, style, marker in zip(sweeps, labels, ("-", "--"), ("o", "s")):
+      by_size = runs[runs["arm"] == arm].sort_values("num_params").groupby(
+          ["size", "num_params"], sort=False, dropna=False)
+      for (size, num_params), group in by_size:
+        _draw_loss_curve(ax, group, init_loss, size_colors.get(num_params, "0.3"),
+                         f"{_size_label(size, num_params)}, {label}", style, marker)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_title(str(arm))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7)
+  axes[0].set_ylabel("final eval loss (min with ℓ0)")
+  footnote = f"{labels[0]}: {results.describe(a_runs)}; {labels[1]}: {results.describe(b_runs)}"
+  return _finish(fig, title, footnote, save_to, formats)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import shutil
 import sys
 from typing import Iterator
 
+from stability import config_schema
 from stability import data_common
 from stability import embedded_corpus
 from stability import result_format as fmt
@@ -147,8 +148,9 @@ def numerics_note(target: str) -> str | None:
 
 
 def config_key(config: dict) -> str:
-  """One string per distinct run config (key order ignored)."""
-  return json.dumps(config, sort_keys=True)
+  """One string per distinct training (key order ignored, and settings that train the same model
+  on the same data written one way: `config_schema.same_training`)."""
+  return json.dumps(config_schema.same_training(config), sort_keys=True)
 
 
 def run_dirs(root: str) -> list[str]:

@@ -6,7 +6,9 @@
                              [--workers=1] [--update_reference]
 
 For each experiment, in the order of EXPERIMENTS:
-  1. points whose config equals a finished run of an earlier experiment are copied, not trained
+  1. points that train what a finished run of an earlier experiment trained (the same config, or
+     one that trains the same model on the same data: `config_schema.same_training`) are
+     copied, not trained
      (the default-recipe runs are shared by most figures);
   2. the rest are trained by launch.sweep's runner: resumable, locked, a failed point recorded,
      an experiment's LRs batched into one program where `--batch` says (auto: on an accelerator,
@@ -35,6 +37,7 @@ from etils import epath
 from configs import grid as grid_lib
 from launch import reference, sweep, workers
 from stability import result_format as fmt
+from stability import run_files
 
 
 COMMITTED_REFERENCE = "reference/cpu"
@@ -181,19 +184,23 @@ def set_aside_stale_runs(grid: grid_lib.Grid, out_dir: str) -> list[str]:
 
 
 def reuse_shared_runs(grid: grid_lib.Grid, out_dir: str, index: dict[str, str]) -> int:
-  """Copies the finished runs (all but checkpoints) whose config a point of `grid` has, over
-  whatever partial run of that point is there; a copy lands whole or not at all."""
+  """Copies the finished runs (all but checkpoints) that train what a point of `grid` trains
+  (`reference.config_key`), over whatever partial run of that point is there, with the point's
+  own config.json; a copy lands whole or not at all."""
   copied = 0
   for point in grid.points:
     target = os.path.join(out_dir, point.name)
     if sweep.point_status(epath.Path(target)) in ("done", "diverged"):
       continue
-    source = index.get(reference.config_key(point_config(grid, point)))
+    config = point_config(grid, point)
+    source = index.get(reference.config_key(config))
     if source is None or os.path.dirname(source) == out_dir:
       continue
     partial = f"{target}.copying"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial, ignore=shutil.ignore_patterns("checkpoints", "events.*"))
+    # the same training, spelled as this point spells it
+    run_files.write_json_atomic(epath.Path(partial) / fmt.CONFIG, config)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     copied += 1

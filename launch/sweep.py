@@ -20,6 +20,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -37,8 +38,24 @@ from stability import data as data_lib
 from stability import flops
 from stability import result_format as fmt
 
+
+
+def experiment_list() -> str:
+  """One line per experiment file of configs/: its path and the first line of its docstring."""
+  root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+  lines = []
+  for path in sorted(root.glob("fig*.py")) + [root / "ablations.py"]:
+    text = path.read_text() if path.exists() else ""
+    first = text.split('"""', 2)[1].strip().splitlines()[0] if text.count('"""') >= 2 else ""
+    lines.append(f"  configs/{path.name}: {first}")
+  return "\n".join(lines)
+
+
 _EXPERIMENT = flags.DEFINE_string(
-    "experiment", None, "experiment config file and arg, e.g. configs/fig1_qk_layernorm.py:scale=cpu")
+    "experiment", None,
+    "experiment config file and arg: configs/<file>.py:scale=cpu|gpu|paper[,seeds=0+1][,sizes=...]"
+    " (every file also takes the arguments its docstring lists). The experiments:\n"
+    + experiment_list())
 _OUT = flags.DEFINE_string("out", None, "sweep folder (default results/<experiment>)")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "list the points and their cost; train nothing")
 _ONLY = flags.DEFINE_string("only", "", "run only points whose name matches this regex")
@@ -57,7 +74,8 @@ _WORKERS = flags.DEFINE_integer(
     "workers", 1, "runners on disjoint CPU cores at once (launch/workers.py; CPU only, and runs "
     "on fewer cores round differently)")
 _SET = flags.DEFINE_multi_string(
-    "set", [], "extra override for every point, e.g. --set=train.steps=100")
+    "set", [], "extra override for every point, e.g. --set=train.steps=100 (or, as stability.main "
+    "takes them, --config.train.steps=100)")
 
 
 def load_experiment(spec: str):
@@ -383,5 +401,10 @@ def main(argv):
   sys.exit(1 if counts.get("failed") else 0)
 
 
+def config_overrides_as_sets(argv: list[str]) -> list[str]:
+  """`--config.x.y=v`, the override style of stability.main, as this runner's `--set=x.y=v`."""
+  return [f"--set={a[len('--config.'):]}" if a.startswith("--config.") else a for a in argv]
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, argv=config_overrides_as_sets(sys.argv))

@@ -156,3 +156,27 @@ def mesh_config() -> ml_collections.ConfigDict:
           ("vocab", "tensor"),
       ),
   ))
+
+
+def same_training(config: dict) -> dict:
+  """`config` (as config.json holds it) with the settings that train the same model on the same
+  data written one way, so that two spellings of one run compare equal (`launch.reproduce` trains
+  such runs once):
+  - `data.eval_batch_size` equal to `data.batch_size` is 0, its default meaning;
+  - `model.qk_layernorm=full_width` with one head is `per_head`: the same LayerNorm over d_head;
+  - `model.parametrization=mup_simple` at `d_model == mup_base_width` is `standard`: every LR
+    multiplier is 1, and `mup_base_width` then means nothing.
+  """
+  out = {group: dict(fields) if isinstance(fields, dict) else fields
+         for group, fields in config.items()}
+  data, model = out.get("data", {}), out.get("model", {})
+  if data.get("eval_batch_size") and data.get("eval_batch_size") == data.get("batch_size"):
+    data["eval_batch_size"] = 0
+  if model.get("qk_layernorm") == "full_width" and model.get("num_heads") == 1:
+    model["qk_layernorm"] = "per_head"
+  if model.get("parametrization") == "mup_simple" and model.get("d_model") == model.get(
+      "mup_base_width"):
+    model["parametrization"] = "standard"
+  if model.get("parametrization") == "standard":
+    model["mup_base_width"] = model_config().mup_base_width
+  return out

@@ -65,6 +65,8 @@ def sentencepiece_info(vocab_path: str, extra_ids: int, source: str) -> tuple[in
   """(vocab_size, eos_id) of a SentencePiece model file, as seqio would count them; `source`
   names the config group (`data.<source>.vocab_path`) in errors."""
   hint = f"point --config.data.{source}.vocab_path at a SentencePiece .model file"
+  if source == "c4":
+    hint += " (or train on the built-in corpus: --config=configs/base.py:data=embedded)"
   if not vocab_path:
     raise DataError(f"data.{source}.vocab_path is empty; {hint}")
   try:

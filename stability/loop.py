@@ -421,7 +421,9 @@ class Training:
         pending = None
       if not self.group.running:  # every log row is handled, or no member is left to record it
         break
-      if step >= 2:  # start-up's limit covers compiling both step programs
+      if preempted:
+        self.watchdog.stopping(f"the checkpoint of step {step}, to stop at")
+      elif step >= 2:  # start-up's limit covers compiling both step programs
         self.watchdog.beat(f"the evals, checkpoint and steps after step {step}")
       self.at_boundary(step, state, preempted)
       if preempted:

@@ -7,6 +7,7 @@ import jax
 from stability import compiler_options
 from stability import host_memory
 from stability import sharding
+from stability import watchdog
 
 
 def enable_compilation_cache() -> None:
@@ -39,7 +40,8 @@ def keep_freed_host_memory() -> bool:
 
 def prepare_training_process() -> None:
   """What every entry point that trains sets: the compilation cache and kept host memory (and a
-  bad $STABILITY_CPU_YNN_FUSIONS stops it here, before any run)."""
+  bad $STABILITY_CPU_YNN_FUSIONS or watchdog limit stops it here, before any run)."""
   compiler_options.choice()
+  watchdog.Limits.from_env(processes=2)
   enable_compilation_cache()
   keep_freed_host_memory()

@@ -5,8 +5,8 @@ blocked in a collective never does. `Listener` installs a handler together with 
 fd: the signal writes a byte there immediately, and a thread reading it calls `on_sigterm`.
 
 Where a C handler already owns SIGTERM (JAX's preemption notifier, in a job of several
-processes), the listener keeps calling it for every SIGTERM, so the notifier still sees each one,
-and puts it back on exit. Linux and macOS: `struct sigaction` starts with the handler there.
+processes), the listener calls it for every SIGTERM, so the notifier still sees each one, and puts
+it back on exit. Linux and macOS: `struct sigaction` starts with the handler there.
 """
 
 import ctypes
@@ -49,8 +49,10 @@ class Listener:
   def __enter__(self) -> "Listener":
     if threading.current_thread() is not threading.main_thread():
       return self
-    # signal.getsignal is None when the handler was installed outside Python (by JAX).
-    self._c_handler = _CHandler(signal.SIGTERM) if signal.getsignal(signal.SIGTERM) is None else None
+    # A handler installed from C after Python started (JAX's) is invisible to signal.getsignal,
+    # which then still says SIG_DFL: ask the OS, unless a Python handler owns the signal.
+    self._python_handler = callable(signal.getsignal(signal.SIGTERM))
+    self._c_handler = None if self._python_handler else _CHandler(signal.SIGTERM)
     self._reader, self._writer = socket.socketpair()
     self._writer.setblocking(False)
     self._previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -64,10 +66,9 @@ class Listener:
     if not self._active:
       return
     signal.set_wakeup_fd(self._previous_fd)
+    signal.signal(signal.SIGTERM, self._previous_handler)  # Python's own record of it
     if self._c_handler is not None:
-      self._c_handler.restore()
-    else:
-      signal.signal(signal.SIGTERM, self._previous_handler)
+      self._c_handler.restore()  # what the OS had, a C handler included
     self._writer.close()  # the reader sees the end and the thread returns
     self._thread.join()
     self._reader.close()

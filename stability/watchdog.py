@@ -96,6 +96,13 @@ class Watchdog:
     self._arm(self.limits.sigterm_grace_s, "a step boundary to stop at after SIGTERM",
               shorten_only=True)
 
+  def stopping(self, waiting_for: str) -> None:
+    """The step boundary to stop at is reached: the grace is over, the stall limit covers the
+    checkpoint that follows (a large one may take longer than the grace)."""
+    with self._lock:
+      self._terminating = False
+    self._arm(self.limits.stall_s, waiting_for)
+
   def _arm(self, limit_s: float, waiting_for: str, shorten_only: bool = False) -> None:
     with self._lock:
       deadline = time.monotonic() + limit_s if limit_s else None

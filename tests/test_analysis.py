@@ -320,6 +320,12 @@ def test_make_experiment_figures_writes_the_standard_set(tmp_path):
   assert all(pathlib.Path(p).stat().st_size > 1000 for p in written)
 
 
+def test_report_of_a_folder_without_runs_is_an_error_of_one_line(tmp_path, capsys):
+  assert report.main([str(tmp_path / "nothing")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "no runs in" in err and "nothing" in err
+
+
 def test_report_main_prints_table_and_problems(tmp_path, capsys):
   sweep = _demo_sweep(tmp_path / "sweep")
   (sweep / run_name("d64-L2", 1e-2, "qkln-on") / "summary.json").write_text("{broken")

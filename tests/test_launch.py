@@ -4,6 +4,7 @@ import os
 import pathlib
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -197,3 +198,40 @@ def test_gpu_scripts_parse_and_refuse_an_empty_command():
   result = subprocess.run(["bash", str(REPO / "launch/gpu/run.sh"), "--per_gpu"],
                           capture_output=True, text=True)
   assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_stop_dry_run_stops_the_job_on_every_worker(no_subprocess, capsys):
+  assert pod.main(["stop", *WHERE, "--dry_run", "--job=fig1"]) == 0
+  (ssh,) = printed_commands(capsys.readouterr().out)
+  assert "--worker=all" in ssh
+  assert remote_script(ssh) == pod.Job("fig1", []).stop_script()
+
+
+def test_stop_script_ends_a_job_that_ignores_sigterm_after_the_grace(tmp_path):
+  """The worker side of `stop` (and of a relaunch), run here: the job's whole process group is
+  gone within the grace, SIGKILL ending what SIGTERM did not."""
+  logs = tmp_path / "stability-logs"
+  logs.mkdir()
+  job = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 300 & wait"],
+                         start_new_session=True)  # a process group, as setsid makes on a worker
+  (logs / "j.pid").write_text(str(job.pid))
+  start = time.time()
+  subprocess.run(["bash", "-c", pod.Job("j", []).stop_script(grace_s=2)], check=True, timeout=60,
+                 env={**os.environ, "HOME": str(tmp_path)})
+  job.wait(timeout=10)
+  assert 1.5 < time.time() - start < 30
+  assert not _running_in_group(job.pid)
+
+
+def _running_in_group(pgid: int) -> list[int]:
+  """Processes of process group `pgid` that are not zombies (an orphan's zombie may wait for
+  its reaper a while)."""
+  running = []
+  for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    try:
+      fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+      continue
+    if int(fields[2]) == pgid and fields[0] != "Z":
+      running.append(int(stat.parent.name))
+  return running

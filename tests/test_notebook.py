@@ -26,7 +26,7 @@ KERNEL = "stability-notebook-test"
 STEPS = range(0, 2001, 200)
 FIGURE_CELLS = {  # cell id -> images it draws on a full sweep (2 arms, 2 sizes)
     "loss-vs-lr": 1, "sensitivity-vs-params": 1, "attn-logit": 2, "headline": 1,
-    "output-logit": 2, "grad-rms": 2, "prediction": 1}
+    "output-logit": 2, "grad-rms": 2, "prediction": 1, "two-sweeps": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,14 +110,19 @@ def jupyter_env(tmp_path, monkeypatch):
   return monkeypatch
 
 
-def execute(monkeypatch, sweep: pathlib.Path, out_dir: pathlib.Path | None = None) -> dict:
-  """Runs the notebook on `sweep` (from the repository root, as Jupyter would from a checkout);
-  returns its cells by id. Fails with the tracebacks of every cell that raised."""
-  monkeypatch.setenv("STABILITY_SWEEP_DIR", str(sweep))
+def execute(monkeypatch, sweep: pathlib.Path | None, out_dir: pathlib.Path | None = None,
+            **params) -> dict:
+  """Runs the notebook on `sweep` (None: its default folder) from the repository root, as Jupyter
+  would from a checkout, with `params` (and OUT_DIR) set after its parameters cell as papermill
+  does; returns its cells by id. Fails with the tracebacks of every cell that raised."""
+  if sweep is not None:
+    monkeypatch.setenv("STABILITY_SWEEP_DIR", str(sweep))
   nb = nbformat.read(NOTEBOOK, as_version=4)
-  if out_dir is not None:  # what `papermill -p OUT_DIR ...` does: a cell after the parameters
+  if out_dir is not None:
+    params["OUT_DIR"] = str(out_dir)
+  if params:
     at = [c.get("id") for c in nb.cells].index("parameters") + 1
-    injected = nbformat.v4.new_code_cell(f"OUT_DIR = {str(out_dir)!r}")
+    injected = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in params.items()))
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(at, injected)
   client = NotebookClient(nb, timeout=120, startup_timeout=60, kernel_name=KERNEL,
@@ -150,20 +155,27 @@ def images(cell) -> int:
 # Tests
 
 
-def test_committed_notebook_is_clean_and_parameterized():
+def test_committed_notebook_opens_with_the_reference_figures():
+  """Committed with the outputs of a run in a clean clone: the reference runs of Fig 1, drawn."""
   raw = json.loads(NOTEBOOK.read_text())
   nb = nbformat.reads(NOTEBOOK.read_text(), as_version=4)
   nbformat.validate(nb)
   assert raw["nbformat"] == 4
   assert nb.cells[0].cell_type == "markdown" and "Colab" in nb.cells[0].source
   code_cells = [c for c in nb.cells if c.cell_type == "code"]
-  assert all(not c.outputs and c.execution_count is None for c in code_cells)
   params = [c for c in code_cells if "parameters" in c.metadata.get("tags", [])]
   assert len(params) == 1 and params[0] is code_cells[0]
-  assert 'SWEEP_DIR = "results/demo"' in params[0].source
-  assert "OUT_DIR = None" in params[0].source
+  for line in ('SWEEP_DIR = "results/demo"', 'FALLBACK_DIR = "reference/cpu/fig1_qk_layernorm"',
+               "OUT_DIR = None", 'REPO_SOURCE = ""'):
+    assert line in params[0].source
   assert '"google.colab" in sys.modules' in code_cells[1].source
-  assert set(FIGURE_CELLS) <= {c.get("id") for c in code_cells}
+  cells = {c.get("id"): c for c in code_cells}
+  assert set(FIGURE_CELLS) <= set(cells)
+  assert "drawing the committed reference runs" in text(cells["load"])
+  assert "84 runs" in text(cells["load"])
+  for cell_id in ("loss-vs-lr", "sensitivity-vs-params", "attn-logit", "headline"):
+    assert images(cells[cell_id]) >= 1, cell_id
+  assert not any(out.output_type == "error" for c in code_cells for out in c.outputs)
 
 
 @pytest.mark.slow
@@ -189,7 +201,7 @@ def test_notebook_draws_every_figure_of_a_full_sweep(tmp_path, jupyter_env):
     assert (out / f"{name}.png").stat().st_size > 1000
     assert (out / f"{name}.svg").exists()
   assert len((out / "lr_sensitivity.csv").read_text().splitlines()) == 5
-  assert "wrote 21 files" in text(cells["written"])  # 10 figures × (png, svg) + the CSV
+  assert "wrote 23 files" in text(cells["written"])  # 11 figures × (png, svg) + the CSV
 
 
 @pytest.mark.slow
@@ -213,11 +225,24 @@ def test_notebook_skips_with_notes_on_a_degenerate_sweep(tmp_path, jupyter_env):
 
 @pytest.mark.slow
 def test_notebook_runs_on_a_missing_folder(tmp_path, jupyter_env):
-  cells = execute(jupyter_env, tmp_path / "no-such-sweep")
+  cells = execute(jupyter_env, tmp_path / "no-such-sweep", FALLBACK_DIR=None)
 
   assert "0 runs" in text(cells["load"]) and "Note:" in text(cells["load"])
   assert "(no finished runs)" in text(cells["sensitivity-table"])
   assert sum(images(cell) for cell in cells.values()) == 0
+
+
+@pytest.mark.slow
+def test_notebook_without_runs_of_its_own_draws_the_reference(tmp_path, jupyter_env):
+  """A clean clone or a new Colab runtime: no results/demo, so the committed Fig 1 runs."""
+  cells = execute(jupyter_env, None, SWEEP_DIR=str(tmp_path / "results" / "demo"))
+
+  loaded = text(cells["load"])
+  assert "drawing the committed reference runs in `reference/cpu/fig1_qk_layernorm`" in loaded
+  assert "84 runs" in loaded
+  for cell_id in ("loss-vs-lr", "sensitivity-vs-params", "headline", "attn-logit"):
+    assert images(cells[cell_id]) >= 1, (cell_id, text(cells[cell_id]))
+  assert "the committed reference itself" in text(cells["two-sweeps"])
 
 
 @pytest.mark.slow

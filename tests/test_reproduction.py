@@ -128,17 +128,33 @@ def test_running_runs_are_neither_copied_nor_exported(tmp_path):
     assert json.load(f) == {"runs": 0, "train_minutes_alone": 0.0}
 
 
+def _timed_and_untimed(costs: dict, committed: dict) -> tuple[set, set]:
+  """The runs with a committed reference time, and the others: only those the cpu scale now
+  trains in microbatches (the committed runs trained in one; regenerated with the next
+  reference), each with its one-microbatch run committed."""
+  timed = {k for k in costs if k in committed}
+  untimed = set(costs) - timed
+  for key in untimed:
+    config = json.loads(key)
+    assert config["train"]["grad_accum"] > 1, key
+    one = {**config, "train": {**config["train"], "grad_accum": 1}}
+    assert reference.config_key(one) in committed, key
+  return timed, untimed
+
+
 def test_eta_weights_each_distinct_run_by_its_reference_seconds(in_repo, tmp_path):
   grids = reproduce.all_grids()
   progress = reproduce.Progress(grids, str(tmp_path), REFERENCE)
-  assert progress.costs == reference.wall_seconds(REFERENCE)  # each distinct run once, timed
-  _, distinct, minutes = reference.totals(REFERENCE)
-  assert len(progress.costs) == distinct and progress.total == pytest.approx(minutes * 60)
-  # Before a run has trained, the ETA is the reference runs' own time (it said "unknown").
-  assert progress.line().endswith(f"ETA {minutes:.0f} min at the reference runs' pace")
+  committed = reference.wall_seconds(REFERENCE)
+  timed, untimed = _timed_and_untimed(progress.costs, committed)
+  assert timed and all(progress.costs[k] == committed[k] for k in timed)
+  assert all(progress.costs[k] > 0 for k in untimed)  # priced at the reference's s per FLOP
+  # Before a run has trained, the ETA is the reference runs' own pace (it said "unknown").
+  assert progress.line().endswith(
+      f"ETA {progress.total / 60:.0f} min at the reference runs' pace")
   # A finished run leaves the estimate once, though two experiments share its config.
   fig1 = grids[0]
-  point = fig1.point("d128-L4_lr3e-01_qkln-on")
+  point = fig1.point("d128-L2_lr3e-01_qkln-on")
   config = reproduce.point_config(fig1, point)
   assert sum(reproduce.point_config(g, p) == config for g in grids for p in g.points) >= 2
   _fake_run(tmp_path / "fig1_qk_layernorm" / point.name, config)
@@ -150,7 +166,8 @@ def test_eta_into_a_new_reference_folder_weights_runs_by_the_committed_ones(in_r
   grids = reproduce.select(reproduce.all_grids(), "fig1")
   progress = reproduce.Progress(grids, str(tmp_path / "out"), str(tmp_path / "new_reference"))
   committed = reference.wall_seconds(REFERENCE)
-  assert progress.costs and all(progress.costs[k] == committed[k] for k in progress.costs)
+  timed, _ = _timed_and_untimed(progress.costs, committed)
+  assert timed and all(progress.costs[k] == committed[k] for k in timed)
 
 
 def test_eta_prices_runs_without_a_reference_at_the_reference_seconds_per_flop():
@@ -321,3 +338,54 @@ def test_an_export_with_nothing_finished_leaves_the_runs_already_there(tmp_path)
   (tmp_path / "empty").mkdir()
   assert reference.export(str(tmp_path / "empty"), str(tmp_path / "ref")) == 0
   assert (run / fmt.CONFIG).exists() and not (tmp_path / "ref.writing").exists()
+
+
+def _point_config(module, arg: str, name: str) -> dict:
+  g = module.get_grid(arg)
+  return json.loads(json.dumps(grid.config_for(g.point(name), g.scale).to_dict()))
+
+
+def test_same_training_merges_spellings_of_one_run_and_nothing_else():
+  """One head: full-width qk-layernorm is per-head; μParam-simple at its base width is standard;
+  an eval batch equal to the batch is the default. Two heads, another width, another eval batch:
+  other runs."""
+  from configs import ablations, fig8_mup
+  from stability import config_schema
+  key = reference.config_key
+  per_head = _point_config(ablations, "scale=cpu,ablation=e8", "d64-L2_lr1e-02_qkln-per_head")
+  full = _point_config(ablations, "scale=cpu,ablation=e8", "d64-L2_lr1e-02_qkln-full_width")
+  assert full != per_head and key(full) == key(per_head)
+  full_2heads = _point_config(ablations, "scale=cpu,ablation=e8", "d128-L2_lr1e-02_qkln-full_width")
+  per_head_2heads = _point_config(ablations, "scale=cpu,ablation=e8",
+                                  "d128-L2_lr1e-02_qkln-per_head")
+  assert key(full_2heads) != key(per_head_2heads)
+
+  base = fig8_mup.MUP_BASE_WIDTH["cpu"]
+  standard = json.loads(json.dumps(config_schema.default_config().to_dict()))
+  standard["model"].update(d_model=base)
+  mup = json.loads(json.dumps(standard))
+  mup["model"].update(parametrization="mup_simple", mup_base_width=base)
+  assert key(mup) == key(standard)
+  mup["model"]["d_model"] = 2 * base
+  standard["model"]["d_model"] = 2 * base
+  assert key(mup) != key(standard)
+
+  explicit = json.loads(json.dumps(standard))
+  explicit["data"]["eval_batch_size"] = explicit["data"]["batch_size"]
+  assert key(explicit) == key(standard)
+  explicit["data"]["eval_batch_size"] = 2 * explicit["data"]["batch_size"]
+  assert key(explicit) != key(standard)
+
+
+def test_a_copy_of_the_same_training_keeps_the_points_own_config(tmp_path):
+  """E.8's one-head full-width point is copied from its per-head run, with its own config.json."""
+  from configs import ablations
+  arg = "scale=cpu,ablation=e8"
+  per_head = _point_config(ablations, arg, "d64-L2_lr1e-02_qkln-per_head")
+  _fake_run(tmp_path / "earlier" / "d64-L2_lr1e-02_qkln-per_head", per_head)
+  e8 = ablations.get_grid(arg)
+  out_dir = str(tmp_path / "e8")
+  index = reproduce.finished_runs(str(tmp_path))
+  assert reproduce.reuse_shared_runs(e8, out_dir, index) == 2  # and the per-head point itself
+  with open(os.path.join(out_dir, "d64-L2_lr1e-02_qkln-full_width", "config.json")) as f:
+    assert json.load(f) == _point_config(ablations, arg, "d64-L2_lr1e-02_qkln-full_width")

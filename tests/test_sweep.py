@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -178,3 +179,19 @@ def test_a_bad_grid_stops_at_start_with_one_line_even_in_a_dry_run(tmp_path, arg
   assert proc.returncode == 2 and not proc.stdout
   (line,) = [l for l in proc.stderr.splitlines() if l.startswith("launch.sweep")]
   assert says in line, proc.stderr[-500:]
+
+
+def test_config_overrides_in_the_style_of_stability_main_become_sets():
+  argv = ["sweep", "--experiment=configs/fig1_qk_layernorm.py:scale=cpu",
+          "--config.train.steps=100", "--set=opt.eps=1e-6", "--config=other"]
+  assert sweep.config_overrides_as_sets(argv) == [
+      "sweep", "--experiment=configs/fig1_qk_layernorm.py:scale=cpu", "--set=train.steps=100",
+      "--set=opt.eps=1e-6", "--config=other"]
+
+
+def test_help_lists_every_experiment_file():
+  listed = sweep.experiment_list()
+  configs = pathlib.Path(ROOT) / "configs"
+  for path in sorted(configs.glob("fig*.py")) + [configs / "ablations.py"]:
+    assert f"configs/{path.name}: " in listed
+  assert "configs/grid.py" not in listed and "configs/base.py" not in listed

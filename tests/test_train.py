@@ -553,3 +553,24 @@ def test_main_on_embedded_corpus(tmp_path, cache_dir):
   assert sorted(losses_by_step(workdir)) == list(range(20))
   assert [r["step"] for r in read_jsonl(workdir / "eval.jsonl")] == [0, 5, 10, 15, 20]
   assert sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()) == [15, 20]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "extra", "message"), [
+    ("configs/nope.py:size=d64-L2", [], "--config: no file 'configs/nope.py'"),
+    ("configs/base.py:size=d64-L2,data=embedded", ["--config.opt.eps=-1"], "opt.eps"),
+    ("configs/base.py:size=d64-L2,data=c4", ["--config.data.c4.vocab_path=/nonexistent.model"],
+     "data=embedded"),
+])
+def test_main_refuses_bad_input_in_one_line_with_exit_code_2(tmp_path, config, extra, message):
+  """A missing config file, a bad value, or C4 without its vocabulary (with the hint to the
+  built-in corpus): one line on stderr, exit code 2, no result folder."""
+  proc = subprocess.run(
+      [sys.executable, "-m", "stability.main", f"--workdir={tmp_path / 'run'}",
+       f"--config={config}", *extra], env=child_env(), cwd=REPO, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  lines = [line for line in proc.stderr.splitlines() if line.startswith("stability.main:")]
+  assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "run").exists()

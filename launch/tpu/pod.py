@@ -9,6 +9,7 @@
       --out=gs://my-bucket/fig1
   python -m launch.tpu.pod logs $P         # every worker's log, into logs/<name>/
   python -m launch.tpu.pod babysit $P --spot --experiment=... --out=gs://...
+  python -m launch.tpu.pod stop $P --job=fig1_qk_layernorm   # SIGTERM, then SIGKILL after 150 s
   python -m launch.tpu.pod delete $P
 
 Every worker runs the same command (JAX multi-controller: one process per host, together one
@@ -37,7 +38,9 @@ RUNTIME_VERSIONS = {"v4": "tpu-ubuntu2204-base", "v5e": "v2-alpha-tpuv5-lite",
 REMOTE_CODE = "$HOME/stability"
 REMOTE_VENV = "$HOME/venv"
 REMOTE_LOGS = "$HOME/stability-logs"
-EXIT_PREEMPTED = 75  # launch.tpu.pod_sweep: stopped by a preemption, relaunch it
+EXIT_PREEMPTED = 75  # launch.tpu.pod_sweep, and stability.watchdog: stopped early, relaunch it
+# A stopped job's processes get the watchdog's SIGTERM grace (120 s) and 30 s more, then SIGKILL.
+STOP_GRACE_S = 150
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _JOB = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -210,12 +213,20 @@ class Job:
     return " && ".join([
         f"mkdir -p {REMOTE_LOGS}",
         # a previous attempt on this worker: stop its process group (its id is in the pid file)
-        f"(test -f {f}.pid && kill -- -$(cat {f}.pid) 2>/dev/null && sleep 5 || true)",
+        self.stop_script(),
         f"rm -f {f}.exit",
         f"echo \"=== $(date -u +%FT%TZ) $(hostname): {self.name}\" >> {f}.log",
         f"(setsid nohup bash -c {shlex.quote(inner)} >> {f}.log 2>&1 < /dev/null & "
         f"echo $! > {f}.pid)",
     ])
+
+  def stop_script(self, grace_s: int = STOP_GRACE_S) -> str:
+    """SIGTERM to the job's process group on this worker (it checkpoints and stops, or its
+    watchdog ends it), then SIGKILL to whatever is left after `grace_s`."""
+    f = self._files()
+    return (f"(test -f {f}.pid && pg=$(cat {f}.pid) && kill -TERM -- -$pg 2>/dev/null && "
+            f"for i in $(seq {grace_s}); do kill -0 -- -$pg 2>/dev/null || break; sleep 1; done; "
+            f"kill -KILL -- -$pg 2>/dev/null; true)")
 
   def status_script(self) -> str:
     f = self._files()
@@ -338,6 +349,8 @@ def _parser() -> argparse.ArgumentParser:
   sit.add_argument("--max_restarts", type=int, default=20)
   sit.add_argument("--stall_s", type=float, default=3600,
                    help="relaunch a job whose log has not changed for this long")
+  sub.add_parser("stop", parents=[common, job], help="stop the job on every worker: SIGTERM "
+                 f"(a checkpoint), then SIGKILL after {STOP_GRACE_S} s")
   sub.add_parser("delete", parents=[common], help="delete the slice")
   return p
 
@@ -380,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
   try:
     pod = Pod(args.name, args.accelerator, args.zone, args.project, args.spot, args.version,
               args.dry_run)
-    job = (job_from_args(args, need_command=args.verb != "logs", workers=pod.workers)
-           if args.verb in ("run", "sweep", "logs", "babysit") else None)
+    job = (job_from_args(args, need_command=args.verb not in ("logs", "stop"),
+                         workers=pod.workers)
+           if args.verb in ("run", "sweep", "logs", "babysit", "stop") else None)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -407,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "babysit":
       return babysit(pod, job, setup_kw=setup_kw, poll_s=args.poll_s,
                      max_restarts=args.max_restarts, stall_s=args.stall_s)
+    elif args.verb == "stop":
+      pod.call(pod.ssh_cmd(job.stop_script()))
     elif args.verb == "delete":
       pod.delete()
   except subprocess.CalledProcessError as e:
