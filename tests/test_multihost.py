@@ -336,3 +336,20 @@ def test_killing_the_launcher_stops_both_processes(tmp_path):
   for i in (0, 1):
     log = (tmp_path / "logs" / f"process-{i}.log").read_text()
     assert "its launcher (pid" in log, log[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_sigterm_to_the_launcher_stops_both_processes_at_one_checkpoint(tmp_path):
+  """SIGTERM to launch/gpu/run.sh is passed on: both processes checkpoint one step and stop."""
+  work = tmp_path / "run"
+  proc, out = start_two(tmp_path, work, tmp_path / "logs", **LONG)
+  pids = _pids(out)
+  _wait_for_step(tmp_path / "logs" / "process-0.log", 2)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=120)
+  assert proc.returncode == 0, out.read_text()[-3000:]
+  assert all(_gone(p) for p in pids)
+  summary = json.loads((work / "summary.json").read_text())
+  assert summary["status"] == "preempted" and 0 < summary["steps"] < LONG["train.steps"]
+  assert str(summary["steps"]) in [p.name for p in (work / "checkpoints").iterdir()]
