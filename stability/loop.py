@@ -291,11 +291,11 @@ class Group:
       m.finish(steps, float(losses_M[m.index]))
 
   def interrupt(self, message: str) -> None:
-    """Marks the members that have no verdict yet as interrupted (the watchdog stops the process;
-    a rerun resumes them from the last checkpoint)."""
+    """Marks the members still running as interrupted (the watchdog stops the process; a rerun
+    resumes them from the last checkpoint). A failed one keeps its error."""
     for m in self.members:
       summary = m.files.read_summary() or {}
-      if summary.get("status") not in result_format.FINISHED:
+      if summary.get("status", "running") == "running":
         m.files.write_summary({**summary, "status": "interrupted", "error": message})
 
   def write_summaries(self, steps: int, **extra) -> list[dict]:

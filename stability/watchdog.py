@@ -75,12 +75,26 @@ class Watchdog:
     self._waiting_for = "start-up"
     self._terminating = False
 
+  _lingering = None  # one left watching a failed run's exit; the next run's watchdog ends it
+
   def __enter__(self) -> "Watchdog":
+    if Watchdog._lingering is not None:
+      Watchdog._lingering._halt()
+      Watchdog._lingering = None
     self._arm(self.limits.startup_s, "start-up (restore, first compilation and first step)")
     self._thread.start()
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, exc_type, *exc) -> None:
+    if exc_type is not None and (self.limits.stall_s or self.limits.launcher_pid):
+      # A run of a job of several processes failed (a peer gone, say): the peers can hold this
+      # process's exit too (JAX's shutdown barrier), so the watch goes on until it ends.
+      self._arm(self.limits.stall_s, "the process to exit after an error")
+      Watchdog._lingering = self
+      return
+    self._halt()
+
+  def _halt(self) -> None:
     self._stop.set()
     self._thread.join()
 
