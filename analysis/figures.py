@@ -47,11 +47,20 @@ def save(fig: Figure, path: results.PathLike,
   return written
 
 
-def _figure(ncols: int = 1, panel_width: float = 5.0, height: float = 4.0,
+MAX_COLUMNS = 3  # more panels wrap onto further rows (five in a row made a 3750 × 600 strip)
+
+
+def _figure(panels: int = 1, panel_width: float = 5.0, height: float = 4.0,
             sharey: bool = False) -> tuple[Figure, list[Axes]]:
-  fig = Figure(figsize=(panel_width * ncols, height))
-  axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]
-  return fig, list(axes)
+  """A figure of `panels` panels, at most MAX_COLUMNS a row; the unused cells of the last row
+  are removed."""
+  ncols = min(panels, MAX_COLUMNS)
+  nrows = -(-panels // ncols)
+  fig = Figure(figsize=(panel_width * ncols, height * nrows))
+  axes = list(fig.subplots(nrows, ncols, sharey=sharey, squeeze=False).flat)
+  for ax in axes[panels:]:
+    fig.delaxes(ax)
+  return fig, axes[:panels]
 
 
 def _finish(fig: Figure, title: str, footnote: str | None,
@@ -253,8 +262,9 @@ def _rule_note(table: pd.DataFrame) -> str:
 # Fig 2/4/E.1/E.13: a metric over training
 
 
-def _run_label(row: pd.Series) -> str:
-  return f"{row['arm']} {row['size']} lr={row['lr']:.0e}"
+def _run_label(row: pd.Series, several_seeds: bool = False) -> str:
+  seed = f" seed {row['seed']:g}" if several_seeds and pd.notna(row.get("seed")) else ""
+  return f"{row['arm']} {row['size']} lr={row['lr']:.0e}{seed}"
 
 
 def metric_over_training(runs: pd.DataFrame, metric: str, *, logy: bool | None = None,
@@ -269,6 +279,8 @@ def metric_over_training(runs: pd.DataFrame, metric: str, *, logy: bool | None =
   fig, (ax,) = _figure(panel_width=6.0)
   finite_values = []
   colors_by_size = _size_colors(runs["num_params"])
+  several_seeds = "seed" in runs and runs["seed"].nunique() > 1
+  first_seed = runs["seed"].min() if several_seeds else None
   for _, row in runs.iterrows():
     metrics = results.load_metrics(row["run_dir"], columns=[metric])
     if metric not in metrics.columns or metrics[metric].isna().all():
@@ -276,7 +288,9 @@ def metric_over_training(runs: pd.DataFrame, metric: str, *, logy: bool | None =
     values = metrics[metric].to_numpy(float)
     finite_values.append(values[np.isfinite(values)])
     ax.plot(metrics["step"], values, ls=_arm_style(runs, row["arm"]),
-            color=colors_by_size.get(row["num_params"], "0.3"), label=_run_label(row))
+            color=colors_by_size.get(row["num_params"], "0.3"),
+            alpha=1.0 if not several_seeds or row["seed"] == first_seed else 0.5,
+            label=_run_label(row, several_seeds))
     _mark_divergence(ax, row, metrics, metric)
   if not finite_values:
     raise ValueError(f"no run logged {metric!r}")
@@ -309,6 +323,15 @@ def _mark_divergence(ax: Axes, row: pd.Series, metrics: pd.DataFrame, metric: st
 # Fig 11/12/E.12/C.1: RMS of a tensor vs N or LR
 
 
+def _window_label(runs: pd.DataFrame, last_steps: int) -> str:
+  """What `results.final_mean` averaged over, said of these runs (shorter runs: all steps)."""
+  steps = pd.to_numeric(runs.get("train.steps"), errors="coerce").dropna() \
+      if "train.steps" in runs else pd.Series(dtype=float)
+  if not steps.empty and steps.max() <= last_steps:
+    return f"mean over all {int(steps.max())} steps"
+  return f"mean over the final {last_steps} steps"
+
+
 def rms_vs(runs: pd.DataFrame, metric: str = "grad_rms/block_0/mlp/wi/kernel", *,
            x: str = "num_params", last_steps: int = 500, eps: float | None = None,
            title: str | None = None, footnote: str | None = None,
@@ -338,7 +361,7 @@ def rms_vs(runs: pd.DataFrame, metric: str = "grad_rms/block_0/mlp/wi/kernel", *
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel("non-embedding parameters" if x == "num_params" else "peak learning rate")
-  ax.set_ylabel(f"{metric}\n(mean over final {last_steps} steps)")
+  ax.set_ylabel(f"{metric}\n({_window_label(points, last_steps)})")
   ax.grid(True, which="major", alpha=0.3)
   ax.legend(fontsize=7)
   title = title or f"{metric.split('/')[0]} vs {'model size' if x == 'num_params' else 'LR'}"
@@ -369,6 +392,11 @@ def max_logit_vs_params(points: pd.DataFrame, fits: pd.DataFrame, *,
                label=f"lr={fit.lr:.0e}" + (f" ({fit.arm})" if fits["arm"].nunique() > 1 else ""))
     _draw_fit(ax, fit, group, color)
   ax.axhline(threshold, color="crimson", ls="--", lw=1, label=f"divergence threshold {threshold:g}")
+  # What the marks mean, in grey, once (the colours above are the LRs).
+  ax.plot([], [], color="0.4", lw=1, label="quadratic fit (log-log)")
+  ax.scatter([], [], marker="*", s=90, facecolors="none", edgecolors="0.4",
+             label="predicted at the target size")
+  ax.scatter([], [], marker="D", color="0.4", label="measured at the target size")
   ax.set_xscale("log")
   ax.set_yscale("log")
   step = points.attrs.get("step", prediction.STEP)
@@ -458,18 +486,26 @@ def qk_layernorm_headline(runs: pd.DataFrame, *, lr: float | None = None,
   several_seeds = "seed" in runs and runs["seed"].nunique() > 1
   fig, (ax_lr, ax_logit, ax_loss) = _figure(3, panel_width=4.6)
   init_loss = float(runs["init_eval_loss"].mean())
+  # One line style per size in all three panels; colour per arm; later seeds fainter.
+  sizes = runs.drop_duplicates("size").sort_values("num_params")["size"].tolist()
+  size_style = {size: LINESTYLES[i % len(LINESTYLES)] for i, size in enumerate(sizes)}
+  first_seed = runs["seed"].min() if several_seeds else None
   for arm in arms:
-    for i, (size, group) in enumerate(runs[runs["arm"] == arm].groupby("size", sort=True)):
-      _draw_loss_curve(ax_lr, group, init_loss, colors[arm], f"{arm} {size}",
-                       linestyle=LINESTYLES[i % len(LINESTYLES)])
+    arm_runs = runs[runs["arm"] == arm]
+    for size in sizes:  # small to large
+      if (arm_runs["size"] == size).any():
+        _draw_loss_curve(ax_lr, arm_runs[arm_runs["size"] == size], init_loss, colors[arm],
+                         f"{arm} {size}", linestyle=size_style[size])
     at_lr = runs[(runs["arm"] == arm) & np.isclose(runs["lr"], lr)]
-    for _, row in at_lr.iterrows():
+    for _, row in at_lr.sort_values(["num_params"]).iterrows():
       m = results.load_metrics(row["run_dir"], columns=["attn_logit_max/block_0", "train_loss"])
       if m.empty or not {"attn_logit_max/block_0", "train_loss"} <= set(m.columns):
         continue
       label = f"{arm} {row['size']}" + (f" seed {row['seed']:g}" if several_seeds else "")
-      ax_logit.plot(m["step"], m["attn_logit_max/block_0"], color=colors[arm], label=label)
-      ax_loss.plot(m["step"], m["train_loss"], color=colors[arm], label=label)
+      style = dict(color=colors[arm], ls=size_style[row["size"]], label=label,
+                   alpha=1.0 if not several_seeds or row["seed"] == first_seed else 0.5)
+      ax_logit.plot(m["step"], m["attn_logit_max/block_0"], **style)
+      ax_loss.plot(m["step"], m["train_loss"], **style)
   if not ax_logit.lines:
     raise ValueError(f"no run at LR {lr:g} logged attn_logit_max/block_0 and train_loss")
   ax_lr.axhline(init_loss, color="0.5", ls="--", lw=1, label="ℓ0 (init)")
