@@ -4,7 +4,7 @@ Each `Claim` names the sweeps it reads and a check that returns an `evidence.Fin
 it measured and a verdict. A direction the paper states counts as reproduced only where it holds
 beyond the seed-to-seed spread of the replicated headline sweep (`evidence.Spread`).
 
-  python -m analysis.claims reference/cpu          # the verdicts of the committed reference runs
+  python -m analysis.claims reference/cpu   # each claim's verdict on the committed reference runs
 """
 
 from __future__ import annotations
@@ -487,17 +487,6 @@ def prediction_inputs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, f
   return ladder, measured, threshold, step, target
 
 
-def prediction_figure(runs: pd.DataFrame):
-  """Fig 9: the ladder's max logits, the fits per LR, the threshold and the target's points."""
-  from analysis import figures
-  ladder, measured, threshold, step, _ = prediction_inputs(runs)
-  target_params = float(measured["num_params"].iloc[0]) if len(measured) else None
-  fits = prediction.predict_divergence(ladder, target_params, threshold)
-  points = pd.concat([ladder, measured.reset_index()])
-  return figures.max_logit_vs_params(points, fits, threshold=threshold,
-                                     title=f"Max attention logit of block 0 at step {step}")
-
-
 def check_fig9(s: ev.Sweeps) -> ev.Finding:
   runs = s.runs(FIG9)
   if runs is None:
@@ -725,8 +714,18 @@ def evaluate(root, claims=CLAIMS) -> list[tuple[Claim, ev.Finding]]:
   return out
 
 
+def main(argv: list[str] | None = None) -> int:
+  """Prints each claim's verdict on a folder of sweeps (the page: `python -m
+  analysis.reproduction`)."""
+  import argparse
+  parser = argparse.ArgumentParser(prog="python -m analysis.claims")
+  parser.add_argument("root", help="a folder of sweeps, e.g. reference/cpu")
+  args = parser.parse_args(argv)
+  for claim, finding in evaluate(args.root):
+    print(f"{claim.number:>2} {finding.verdict}: {finding.ours}")
+  return 0
+
+
 if __name__ == "__main__":
   import sys
-
-  from analysis import reproduction
-  sys.exit(reproduction.main())
+  sys.exit(main())

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis import prediction, results, sensitivity
+from analysis import claims, prediction, results, sensitivity
 
 FORMATS = ("png", "svg")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -420,6 +420,16 @@ def _draw_fit(ax: Axes, fit: Any, group: pd.DataFrame, color: Any) -> None:
                facecolors="none", edgecolors=color, zorder=3)
   if np.isfinite(fit.measured_max_logit):
     ax.scatter([fit.target_params], [fit.measured_max_logit], marker="D", color=color, zorder=3)
+
+
+def prediction_figure(runs: pd.DataFrame):
+  """Fig 9: the ladder's max logits, the fits per LR, the threshold and the target's points."""
+  ladder, measured, threshold, step, _ = claims.prediction_inputs(runs)
+  target_params = float(measured["num_params"].iloc[0]) if len(measured) else None
+  fits = prediction.predict_divergence(ladder, target_params, threshold)
+  points = pd.concat([ladder, measured.reset_index()])
+  return max_logit_vs_params(points, fits, threshold=threshold,
+                             title=f"Max attention logit of block 0 at step {step}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ def _claim_figures(sweeps: ev.Sweeps) -> dict[int, dict]:
     out[10] = {"loss_vs_kappa": lambda: figures.loss_vs_kappa(fig10)}
   fig9 = sweeps.runs(claims_lib.FIG9)
   if fig9 is not None:
-    out[9] = {"max_logit_vs_params": lambda: claims_lib.prediction_figure(fig9)}
+    out[9] = {"max_logit_vs_params": lambda: figures.prediction_figure(fig9)}
   return out
 
 

@@ -726,3 +726,13 @@ def test_render_lists_every_claim_with_its_verdict(tmp_path):
   assert "Verdicts: 1 reproduced, 1 not reproduced, 12 not run." in text
   for claim in claims.CLAIMS:
     assert f"## {claim.number}. {claim.figure}" in text
+
+
+def test_claims_cli_prints_each_verdict_and_writes_nothing(tmp_path, capsys):
+  """`python -m analysis.claims ROOT`: one line per claim; the page is analysis.reproduction's."""
+  from analysis import claims
+  before = sorted(tmp_path.rglob("*"))
+  assert claims.main([str(tmp_path)]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == len(claims.CLAIMS) and all(" not run: " in line for line in lines)
+  assert sorted(tmp_path.rglob("*")) == before
