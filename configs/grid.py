@@ -179,6 +179,11 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, Any]) -> 
       node[field] = type(current)(value) if isinstance(current, float) else value
 
 
+def config_overrides_as_sets(argv: list[str]) -> list[str]:
+  """`--config.x.y=v`, the override style of stability.main, as a sweep's `--set=x.y=v`."""
+  return [f"--set={a[len('--config.'):]}" if a.startswith("--config.") else a for a in argv]
+
+
 def _field_parent(c: ml_collections.ConfigDict, key: str) -> tuple[Any, str]:
   """(the group holding the dotted field `key`, the field's name); ValueError if there is none."""
   *groups, field = key.split(".")

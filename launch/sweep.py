@@ -20,7 +20,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import pathlib
 import re
 import signal
 import socket
@@ -33,6 +32,7 @@ from absl import flags
 from absl import logging
 from etils import epath
 
+import configs
 from configs import grid as grid_lib
 from stability import data as data_lib
 from stability import flops
@@ -40,23 +40,13 @@ from stability import result_format as fmt
 
 
 
-def experiment_list() -> str:
-  """One line per experiment file of configs/: its path and the first line of its docstring."""
-  root = pathlib.Path(__file__).resolve().parents[1] / "configs"
-  lines = []
-  for path in sorted(root.glob("fig*.py")) + [root / "ablations.py"]:
-    text = path.read_text() if path.exists() else ""
-    first = text.split('"""', 2)[1].strip().splitlines()[0] if text.count('"""') >= 2 else ""
-    lines.append(f"  configs/{path.name}: {first}")
-  return "\n".join(lines)
-
-
 _EXPERIMENT = flags.DEFINE_string(
     "experiment", None,
     "experiment config file and arg: configs/<file>.py:scale=cpu|gpu|paper[,seeds=0+1][,sizes=...]"
     " (every file also takes the arguments its docstring lists). The experiments:\n"
-    + experiment_list())
+    + configs.experiment_list())
 _OUT = flags.DEFINE_string("out", None, "sweep folder (default results/<experiment>)")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "on a bad experiment or --set, the whole traceback")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "list the points and their cost; train nothing")
 _ONLY = flags.DEFINE_string("only", "", "run only points whose name matches this regex")
 _DEVICE = flags.DEFINE_string("device", "H100", "accelerator for --dry_run hour estimates")
@@ -385,6 +375,8 @@ def main(argv):
   try:
     grid = checked_grid(_EXPERIMENT.value, _SET.value)
   except ValueError as e:  # one line, before anything is spent
+    if _VERBOSE.value:
+      raise
     print(f"launch.sweep: error: {e}", file=sys.stderr)
     sys.exit(2)
   if _DRY_RUN.value:
@@ -401,10 +393,5 @@ def main(argv):
   sys.exit(1 if counts.get("failed") else 0)
 
 
-def config_overrides_as_sets(argv: list[str]) -> list[str]:
-  """`--config.x.y=v`, the override style of stability.main, as this runner's `--set=x.y=v`."""
-  return [f"--set={a[len('--config.'):]}" if a.startswith("--config.") else a for a in argv]
-
-
 if __name__ == "__main__":
-  app.run(main, argv=config_overrides_as_sets(sys.argv))
+  app.run(main, argv=grid_lib.config_overrides_as_sets(sys.argv))

@@ -87,6 +87,8 @@ class Watchdog:
 
   def __exit__(self, exc_type, *exc) -> None:
     if exc_type is not None and (self.limits.stall_s or self.limits.launcher_pid):
+      if self._launcher_gone():  # the peer it lost went with the launcher: say so before exit
+        print(f"stability: {self._launcher_message()}", file=sys.stderr, flush=True)
       # A run of a job of several processes failed (a peer gone, say): the peers can hold this
       # process's exit too (JAX's shutdown barrier), so the watch goes on until it ends.
       self._arm(self.limits.stall_s, "the process to exit after an error")
@@ -127,9 +129,10 @@ class Watchdog:
 
   def _watch(self) -> None:
     while not self._stop.wait(self._poll_s):
-      launcher = self.limits.launcher_pid
-      if launcher and os.getppid() != launcher:
-        self._end(f"{self._process}: its launcher (pid {launcher}) is gone; stopping")
+      if self._launcher_gone():
+        # The peers lost the same launcher; the first process to exit would abort the others
+        # (JAX's distributed client) before their own watch saw it, so give them time to say so.
+        self._end(self._launcher_message(), linger_s=4 * self._poll_s)
       with self._lock:
         late = self._deadline is not None and time.monotonic() > self._deadline
         limit_s, waiting_for = self._limit_s, self._waiting_for
@@ -138,11 +141,18 @@ class Watchdog:
                   "(a peer process is stuck, stopped or gone; the runs resume from their last "
                   "checkpoint)")
 
-  def _end(self, message: str) -> None:
+  def _launcher_gone(self) -> bool:
+    return bool(self.limits.launcher_pid) and os.getppid() != self.limits.launcher_pid
+
+  def _launcher_message(self) -> str:
+    return f"{self._process}: its launcher (pid {self.limits.launcher_pid}) is gone; stopping"
+
+  def _end(self, message: str, linger_s: float = 0.0) -> None:
     logging.error("%s", message)
     print(f"stability: {message}", file=sys.stderr, flush=True)
     try:
       self._on_stop(message)
     except Exception as e:  # the process ends either way
       print(f"stability: could not record the interruption: {e}", file=sys.stderr, flush=True)
+    time.sleep(linger_s)
     os._exit(INTERRUPTED_EXIT_CODE)

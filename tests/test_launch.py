@@ -86,9 +86,10 @@ def test_run_starts_the_same_command_on_all_workers(no_subprocess, capsys):
   assert "$HOME/stability-logs/train.exit" in inner
 
 
-def test_sweep_runs_pod_sweep_everywhere(no_subprocess, capsys):
+@pytest.mark.parametrize("override", ["--set=model.remat=full", "--config.model.remat=full"])
+def test_sweep_runs_pod_sweep_everywhere(no_subprocess, capsys, override):
   assert pod.main(["sweep", *WHERE, "--dry_run", "--experiment=configs/fig1_qk_layernorm.py:"
-                   "scale=paper", "--out=gs://bucket/fig1", "--set=model.remat=full"]) == 0
+                   "scale=paper", "--out=gs://bucket/fig1", override]) == 0
   (ssh,) = printed_commands(capsys.readouterr().out)
   inner = shlex.split(detached_inner(remote_script(ssh)).split("&& ", 2)[-1].split(";")[0])
   assert inner == ["python", "-m", "launch.tpu.pod_sweep",
@@ -101,6 +102,8 @@ def test_sweep_runs_pod_sweep_everywhere(no_subprocess, capsys):
     (["--experiment=configs/fig1_qk_layernorm.py:scale=papr", "--out=gs://b/f"], "papr"),
     (["--experiment=configs/fig1_qk_layernorm.py:scale=paper", "--out=gs://b/f",
       "--set=model.remat=ful"], "model.remat"),
+    (["--experiment=configs/fig1_qk_layernorm.py:scale=paper", "--out=gs://b/f",
+      "--config.opt.eps=-1"], "opt.eps"),
     (["--experiment=configs/fig1_qk_layernorm.py:scale=paper", "--out=results/fig1"], "gs://")])
 def test_a_bad_sweep_stops_before_any_gcloud_call(no_subprocess, capsys, bad, says):
   """Checked in --dry_run too: a real launch would otherwise pay for the slice first."""

@@ -323,7 +323,8 @@ def test_a_stalled_process_stops_its_peer_within_the_limit_and_nothing_is_left(
 @pytest.mark.slow
 @pytest.mark.faults
 def test_killing_the_launcher_stops_both_processes(tmp_path):
-  """SIGKILL to launch/gpu/run.sh (no trap runs): each process sees its launcher gone and ends."""
+  """SIGKILL to launch/gpu/run.sh (no trap runs): each process ends and says its launcher is gone,
+  whether its own watch saw it first or its peer's exit failed its step first."""
   proc, out = start_two(tmp_path, tmp_path / "run", tmp_path / "logs", **LONG)
   pids = _pids(out)
   _wait_for_step(tmp_path / "logs" / "process-0.log", 2)

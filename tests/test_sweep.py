@@ -12,7 +12,9 @@ import time
 
 import pytest
 
+import configs
 from configs import fig1_qk_layernorm
+from configs import grid as grid_lib
 from launch import sweep
 
 TINY = ["train.steps=6", "opt.warmup_steps=1", "train.log_every=2", "train.eval_every=6",
@@ -181,17 +183,24 @@ def test_a_bad_grid_stops_at_start_with_one_line_even_in_a_dry_run(tmp_path, arg
   assert says in line, proc.stderr[-500:]
 
 
+def test_verbose_shows_the_traceback_of_a_bad_grid(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "launch.sweep", "--experiment=" + EXPERIMENT,
+                         "--config.opt.eps=-1", "--dry_run", "--verbose", f"--out={tmp_path}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and "Traceback" in proc.stderr and "opt.eps" in proc.stderr
+
+
 def test_config_overrides_in_the_style_of_stability_main_become_sets():
   argv = ["sweep", "--experiment=configs/fig1_qk_layernorm.py:scale=cpu",
           "--config.train.steps=100", "--set=opt.eps=1e-6", "--config=other"]
-  assert sweep.config_overrides_as_sets(argv) == [
+  assert grid_lib.config_overrides_as_sets(argv) == [
       "sweep", "--experiment=configs/fig1_qk_layernorm.py:scale=cpu", "--set=train.steps=100",
       "--set=opt.eps=1e-6", "--config=other"]
 
 
 def test_help_lists_every_experiment_file():
-  listed = sweep.experiment_list()
-  configs = pathlib.Path(ROOT) / "configs"
-  for path in sorted(configs.glob("fig*.py")) + [configs / "ablations.py"]:
+  listed = configs.experiment_list()
+  folder = pathlib.Path(ROOT) / "configs"
+  for path in sorted(folder.glob("fig*.py")) + [folder / "ablations.py"]:
     assert f"configs/{path.name}: " in listed
   assert "configs/grid.py" not in listed and "configs/base.py" not in listed

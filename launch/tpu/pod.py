@@ -31,6 +31,8 @@ import tarfile
 import tempfile
 import time
 
+import configs
+
 # Default runtime image per TPU generation.
 RUNTIME_VERSIONS = {"v4": "tpu-ubuntu2204-base", "v5e": "v2-alpha-tpuv5-lite",
                     "v5litepod": "v2-alpha-tpuv5-lite", "v5p": "v2-alpha-tpuv5",
@@ -317,6 +319,7 @@ def _parser() -> argparse.ArgumentParser:
   common.add_argument("--spot", action="store_true", help="a spot (preemptible) slice")
   common.add_argument("--version", default="", help="TPU runtime image (default per generation)")
   common.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+  common.add_argument("--verbose", action="store_true", help="on a bad argument, the traceback")
   setup = argparse.ArgumentParser(add_help=False)
   setup.add_argument("--repo_url", default="", help="git clone this on the workers instead of "
                      "copying the local work tree")
@@ -326,32 +329,40 @@ def _parser() -> argparse.ArgumentParser:
   job.add_argument("--job", default="", help="job name, names its log files (default: train "
                    "or the experiment's)")
   job.add_argument("--env", action="append", default=[], help="KEY=VALUE for the job, repeatable")
-  job.add_argument("--experiment", default="", help="a sweep: configs/<file>.py[:scale=paper]")
+  job.add_argument("--experiment", default="", help="a sweep: configs/<file>.py[:scale=paper], "
+                   "one of:\n" + configs.experiment_list())
   job.add_argument("--out", default="", help="the sweep folder, gs://bucket/...")
   job.add_argument("--only", default="", help="sweep points whose name matches this regex")
-  job.add_argument("--set", action="append", default=[], help="sweep override key=value")
+  job.add_argument("--set", action="append", default=[], help="sweep override key=value (or, as "
+                   "stability.main and launch.sweep take them, --config.key=value)")
   job.add_argument("command", nargs=argparse.REMAINDER,
                    help="after `--`: the command every worker runs")
 
+  RAW = argparse.RawTextHelpFormatter  # keeps the experiment list one file a line
   p = argparse.ArgumentParser(prog="python -m launch.tpu.pod", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="verb", required=True)
-  sub.add_parser("create", parents=[common], help="create the slice")
-  sub.add_parser("setup", parents=[common, setup], help="copy the code, install it everywhere")
-  sub.add_parser("run", parents=[common, job], help="start a command on every worker")
-  sub.add_parser("sweep", parents=[common, job], help="start a sweep on every worker")
-  logs = sub.add_parser("logs", parents=[common, job], help="collect every worker's log")
+  sub.add_parser("create", formatter_class=RAW, parents=[common], help="create the slice")
+  sub.add_parser("setup", formatter_class=RAW, parents=[common, setup],
+                 help="copy the code, install it everywhere")
+  sub.add_parser("run", formatter_class=RAW, parents=[common, job],
+                 help="start a command on every worker")
+  sub.add_parser("sweep", formatter_class=RAW, parents=[common, job],
+                 help="start a sweep on every worker")
+  logs = sub.add_parser("logs", formatter_class=RAW, parents=[common, job],
+                        help="collect every worker's log")
   logs.add_argument("--logs_dir", default="logs")
   logs.add_argument("--tail", type=int, default=20)
-  sit = sub.add_parser("babysit", parents=[common, setup, job],
+  sit = sub.add_parser("babysit", formatter_class=RAW, parents=[common, setup, job],
                        help="keep the job running through preemptions until it finishes")
   sit.add_argument("--poll_s", type=float, default=300)
   sit.add_argument("--max_restarts", type=int, default=20)
   sit.add_argument("--stall_s", type=float, default=3600,
                    help="relaunch a job whose log has not changed for this long")
-  sub.add_parser("stop", parents=[common, job], help="stop the job on every worker: SIGTERM "
+  sub.add_parser("stop", formatter_class=RAW, parents=[common, job],
+                 help="stop the job on every worker: SIGTERM "
                  f"(a checkpoint), then SIGKILL after {STOP_GRACE_S} s")
-  sub.add_parser("delete", parents=[common], help="delete the slice")
+  sub.add_parser("delete", formatter_class=RAW, parents=[common], help="delete the slice")
   return p
 
 
@@ -389,6 +400,10 @@ def job_from_args(args, need_command: bool = True, workers: int = 1) -> Job:
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if any(a.startswith("--config.") for a in argv):
+    from configs import grid as grid_lib
+    argv = grid_lib.config_overrides_as_sets(argv)
   args = _parser().parse_args(argv)
   try:
     pod = Pod(args.name, args.accelerator, args.zone, args.project, args.spot, args.version,
@@ -397,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                          workers=pod.workers)
            if args.verb in ("run", "sweep", "logs", "babysit", "stop") else None)
   except ValueError as e:
+    if args.verbose:
+      raise
     print(f"error: {e}", file=sys.stderr)
     return 2
   if args.verb == "sweep" and not args.experiment:
