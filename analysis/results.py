@@ -1,7 +1,7 @@
 """Reads result folders (docs/paper_notes.md#result-format) into pandas tables.
 
-Of `stability` it imports only the result format (`stability.result_format`, no JAX): a folder
-of runs, local or on GCS, is all it needs.
+Of `stability` it imports only what needs no JAX (the result format, size names, parameter
+counts): a folder of runs, local or on GCS, is all it needs.
 
   runs = load_runs("results/fig1_qk_layernorm")   # one row per run
   runs.attrs["problems"]                           # what could not be read, in words
@@ -25,7 +25,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from stability import flops
 from stability import result_format as fmt
+from stability import sizes
 
 try:
   from etils import epath as _epath
@@ -51,7 +53,6 @@ BASE_COLUMNS = ("name", "arm", "size", "d_model", "num_layers", "num_params", "l
                 "init_eval_loss", "final_eval_loss", "diverged_at_step", *SUMMARY_FIELDS,
                 *PROVENANCE_COLUMNS, "software_changed", "run_dir")
 
-_SIZE = re.compile(r"^d(\d+)-L(\d+)(?:-h(\d+))?$")
 _LR_TOKEN = re.compile(r"^lr[-+.0-9eE]+$")
 
 
@@ -204,9 +205,12 @@ def with_metric(runs: pd.DataFrame, metric: str, *, last_steps: int | None = 500
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
-  """`"d256-L3"` -> (256, 3); (None, None) for anything else."""
-  match = _SIZE.match(size or "")
-  return (int(match.group(1)), int(match.group(2))) if match else (None, None)
+  """`"d256-L3"` -> (256, 3); (None, None) for anything that is not a size name."""
+  try:
+    d_model, num_layers, _ = sizes.parse(size or "")
+  except ValueError:
+    return None, None
+  return d_model, num_layers
 
 
 def arm_from_name(name: str, size: str | None) -> str:
@@ -242,7 +246,7 @@ def _non_embedding_estimate(config: dict) -> float:
   d, layers = config.get("model.d_model"), config.get("model.num_layers")
   if d is None or layers is None:
     return math.nan
-  return float(layers * (4 + 2 * config.get("model.mlp_ratio", 4)) * d * d)
+  return float(flops.non_embedding_params(d, layers, config.get("model.mlp_ratio", 4)))
 
 
 def _fill_losses_from_eval(row: dict, summary: dict, run_dir: PathLike,

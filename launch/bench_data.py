@@ -22,8 +22,6 @@ import numpy as np
 
 from configs import base
 from stability import data
-from stability import data_common
-from stability import embedded_corpus
 from stability.tools import tokenize
 
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Demo batch size (sequences).")
@@ -64,7 +62,7 @@ def measure(cfg, seq_len: int, seconds: float) -> dict[str, float]:
 
 def write_text_corpus(folder: str, cache: str) -> str:
   """The embedded documents as a text file, one document per line."""
-  docs = embedded_corpus.load_documents(embedded_corpus.ensure_corpus(cache))
+  docs = data.embedded_documents(cache)
   path = os.path.join(folder, "stdlib_docstrings.txt")
   with open(path, "w", encoding="utf-8") as f:
     f.writelines(" ".join(doc.split()) + "\n" for doc in docs)
@@ -97,7 +95,7 @@ def cases(folder: str, cache: str) -> Iterator[tuple[str, object, int]]:
                                  vocab_size=32101), paper_l
   yield "synthetic", data_cfg("synthetic", paper_b, cache), paper_l
   if not _SKIP_TEXT.value:
-    text_path = write_text_corpus(folder, data_common.cache_dir(cache))
+    text_path = write_text_corpus(folder, cache)
     yield "text", data_cfg("text", paper_b, cache, paths=text_path), paper_l
 
 

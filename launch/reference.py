@@ -20,8 +20,7 @@ import sys
 from typing import Iterator
 
 from stability import config_schema
-from stability import data_common
-from stability import embedded_corpus
+from stability import data as data_lib
 from stability import result_format as fmt
 
 MAX_ROWS = 64
@@ -111,7 +110,7 @@ def _holds_runs(folder: str) -> bool:
 
 def write_corpus(target: str) -> None:
   """Records this Python's embedded corpus in `target`, a folder of runs just trained here."""
-  record = embedded_corpus.fingerprint(data_common.cache_dir(""))
+  record = data_lib.embedded_corpus_record()
   with open(os.path.join(target, CORPUS), "w") as f:
     json.dump(record, f, indent=1)
 
@@ -125,7 +124,7 @@ def corpus_note(target: str) -> str | None:
     return None
   if not theirs:
     return None
-  ours = embedded_corpus.fingerprint(data_common.cache_dir(""))
+  ours = data_lib.embedded_corpus_record()
   if theirs.get("sha256") == ours["sha256"]:
     return None
   return (f"the runs in {target} trained on the embedded corpus {theirs.get('corpus')} "

@@ -294,12 +294,9 @@ def claim_points(group, out_dir: epath.Path, tally: Tally):
 def train_points(todo, group, locked: bool, out_dir: epath.Path, scale: str) -> list[str]:
   """Trains `todo` (one run, or a batched group); returns their statuses, `failed` on an error."""
   from stability import train  # jax and friends: not needed for --dry_run
-  members = todo
-  if len(group) > len(todo) and not locked and os.path.isdir(
-      train.group_dir([os.fspath(out_dir / p.name) for p in group])):
-    # Members finished (diverged) in an interrupted batched run: the group resumes whole, from
-    # its own checkpoint, and the finished ones stay as they are.
-    members = group
+  whole = len(group) > len(todo) and not locked and train.resumes_as_group(
+      [os.fspath(out_dir / p.name) for p in group])
+  members = group if whole else todo
   dirs = [os.fspath(out_dir / p.name) for p in members]
   configs = [grid_lib.config_for(p, scale) for p in members]
   try:

@@ -12,6 +12,33 @@ import ml_collections
 T5_VOCAB = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 T5_EXTRA_IDS = 100  # T5: 32000 pieces + 100 sentinel ids (never produced; embedding rows)
 
+# What a field may say. stability/validation.py refuses anything else; the model, optimizer and
+# data read the same names.
+QK_LAYERNORMS = ("per_head", "full_width", "off")
+ATTENTIONS = ("softmax", "squared_relu", "forced")
+ATTENTION_IMPLS = ("explicit", "fused", "chunked")
+PARAMETRIZATIONS = ("standard", "mup_simple", "mup_intermediate", "mup_full")
+REMATS = ("none", "full", "dots")
+HEAD_IMPLS = ("auto", "plain", "fused")
+DTYPES = ("bfloat16", "float32", "float16")
+WEIGHT_DECAY_MODES = ("independent", "coupled")
+LR_SCALES = ("none", "param_rms")
+DECAY_MASKS = ("all", "kernels")
+DATA_SOURCES = ("c4", "text", "embedded", "tokens", "synthetic")
+
+# head_impl=auto takes the fused head from this vocabulary up: measured faster at 32,101 (CPU
+# 1.69×, H100 1.22× at the same settings) and the same at 259 on CPU (docs/performance.md); the
+# cut between is a choice.
+FUSED_HEAD_MIN_VOCAB = 8192
+
+
+def resolve_head_impl(head_impl: str, vocab_size: int) -> str:
+  """`plain` or `fused`; `auto` is fused from FUSED_HEAD_MIN_VOCAB up."""
+  if head_impl != "auto":
+    return head_impl
+  return "fused" if vocab_size >= FUSED_HEAD_MIN_VOCAB else "plain"
+
+
 # Old flat field -> where it lives now (the refusal message names it).
 RENAMED = {
     "data.tfds_name": "data.c4.tfds_name",

@@ -63,6 +63,10 @@ class EmbeddedSource(data_source.RowSource):
     cache = data_common.cache_dir(self.own.cache_dir)
     return embedded_corpus.token_arrays(cache, self.cfg.eval_fraction)
 
+  def fingerprint(self) -> dict:
+    """The corpus comes from the running Python: its name, documents and SHA-256."""
+    return embedded_corpus_record(self.own.cache_dir)
+
 
 _TOKENS_VOCAB: dict[tuple, int] = {}
 
@@ -223,3 +227,15 @@ def make_eval_batches(data_cfg, seq_len: int, *, process_index: int = 0,
     logging.warning("data: the held-out split gives %d eval batches of %d, not data."
                     "eval_batches=%d", len(global_batches), batch_size, num_batches)
   return [batch[host] for batch in global_batches]
+
+
+def embedded_corpus_record(cache: str = "") -> dict:
+  """Which text this Python's embedded corpus is (name, documents, SHA-256 of its file); `cache`
+  as `data.embedded.cache_dir` ('' for the default)."""
+  return embedded_corpus.fingerprint(data_common.cache_dir(cache))
+
+
+def embedded_documents(cache: str = "") -> list[str]:
+  """The embedded corpus's documents (train and held-out alike), extracted on first use."""
+  folder = data_common.cache_dir(cache)
+  return embedded_corpus.load_documents(embedded_corpus.ensure_corpus(folder))

@@ -42,6 +42,10 @@ class Source:
     """The vocabulary size if the config alone gives it (no file read), else None."""
     return None
 
+  def fingerprint(self) -> dict | None:
+    """Which text this source reads, where its config alone does not say (provenance)."""
+    return None
+
   @property
   def eval_batch_size(self) -> int:
     return self.cfg.eval_batch_size or self.cfg.batch_size

@@ -10,6 +10,7 @@ boundaries; SIGTERM becomes a checkpoint and a clean stop at the next one.
 """
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -49,13 +50,19 @@ def finished_summary(config: ml_collections.ConfigDict, workdir) -> dict | None:
   return summary if summary and summary.get("status") in result_format.FINISHED else None
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+  logging.warning("%s", message)
+
+
 def _tensorboard_writer(workdir):
   """clu's TensorBoard event writer, written from a background thread (no console echo of
   every scalar: the loop logs progress), or None when TensorFlow/clu are absent."""
   try:
     from clu import metric_writers  # imports TensorFlow
   except ImportError as e:
-    logging.warning("no TensorBoard events (%s); results are in the JSON-lines files", e)
+    _warn_once(f"no TensorBoard events ({e}; `pip install -e .[tf]` adds them); results are in "
+               "the JSON-lines files")
     return None
   return metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir)))
 

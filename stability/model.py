@@ -21,17 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-QK_LAYERNORMS = ("per_head", "full_width", "off")
-ATTENTIONS = ("softmax", "squared_relu", "forced")
-ATTENTION_IMPLS = ("explicit", "fused", "chunked")
+from stability import config_schema
+
 ATTENTION_BLOCK = 128  # queries per block of attention_impl=chunked
-PARAMETRIZATIONS = ("standard", "mup_simple", "mup_intermediate", "mup_full")
-REMATS = ("none", "full", "dots")
-HEAD_IMPLS = ("auto", "plain", "fused")
-# head_impl=auto takes the fused head from this vocabulary up: measured faster at 32,101 (CPU
-# 1.69×, H100 1.22× at the same settings) and the same at 259 on CPU (docs/performance.md); the
-# cut between is a choice.
-FUSED_HEAD_MIN_VOCAB = 8192
 LN_EPS = 1e-6
 
 
@@ -84,15 +76,9 @@ class ModelConfig:
       kw["vocab_size"] = vocab_size
     kw["dtype"] = jnp.dtype(kw.get("dtype", "bfloat16"))
     kw["param_dtype"] = jnp.dtype(kw.get("param_dtype", "float32"))
-    kw["head_impl"] = resolve_head_impl(kw.get("head_impl", "plain"), kw["vocab_size"])
+    kw["head_impl"] = config_schema.resolve_head_impl(kw.get("head_impl", "plain"),
+                                                      kw["vocab_size"])
     return cls(**kw)
-
-
-def resolve_head_impl(head_impl: str, vocab_size: int) -> str:
-  """`plain` or `fused`; `auto` is fused from FUSED_HEAD_MIN_VOCAB up."""
-  if head_impl != "auto":
-    return head_impl
-  return "fused" if vocab_size >= FUSED_HEAD_MIN_VOCAB else "plain"
 
 
 def largest_divisor(n: int, at_most: int) -> int:

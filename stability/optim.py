@@ -20,9 +20,6 @@ import optax
 
 from stability import parametrization
 
-WEIGHT_DECAY_MODES = ("independent", "coupled")
-LR_SCALES = ("none", "param_rms")
-DECAY_MASKS = ("all", "kernels")
 
 
 def lr_schedule(peak_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:

@@ -14,8 +14,7 @@ import pathlib
 import platform
 import subprocess
 
-from stability import data_common
-from stability import embedded_corpus
+from stability import data as data_lib
 from stability import result_format as fmt
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
@@ -56,12 +55,12 @@ def software() -> dict:
 
 
 def record(data_config, compiler_options: dict) -> dict:
-  """`software()`, the programs' XLA `compiler_options` (`stability.compiler_options`), and for
-  the embedded source the corpus it reads (name, documents, SHA-256)."""
+  """`software()`, the programs' XLA `compiler_options` (`stability.compiler_options`), and the
+  text the data source reads where its config alone does not say (the embedded corpus)."""
   out = {**software(), "compiler_options": dict(compiler_options), "numerics": fmt.NUMERICS}
-  if data_config.source == "embedded":
-    cache = data_common.cache_dir(data_config.embedded.cache_dir)
-    out["corpus"] = embedded_corpus.fingerprint(cache)
+  corpus = data_lib.source_for(data_config).fingerprint()
+  if corpus is not None:
+    out["corpus"] = corpus
   return out
 
 

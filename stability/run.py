@@ -186,6 +186,7 @@ class Run:
   def use_hypers_of(self, configs) -> "Run":
     """These programs for `configs`, whose `program_key` is this run's: their hyper-parameters
     replace its own (the seeds are passed at init, the data order is the iterator's)."""
+    check_batchable(configs)
     if program_key(configs, self.model_cfg.vocab_size) != self.key:
       raise ValueError("use_hypers_of needs configs that compile to this run's programs")
     self.config = configs[0]

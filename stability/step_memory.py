@@ -16,8 +16,8 @@ gradient, about 12 bytes each for one layer at a time. For other sizes the rule 
 and the budget leaves room for its error.
 """
 
+from stability import config_schema
 from stability import flops
-from stability import model as model_lib
 
 ACTIVATION_BYTES = 46  # per token per unit of d_model × layers
 STATE_BYTES = 16  # per parameter
@@ -38,7 +38,7 @@ def step_bytes(model_cfg, tokens: int, vocab_size: int, log_step: bool = False) 
   step that also computes the diagnostics. `model_cfg` is `config.model`."""
   d, layers = model_cfg.d_model, model_cfg.num_layers
   params = flops.non_embedding_params(d, layers) + 2 * vocab_size * d
-  if model_lib.resolve_head_impl(model_cfg.head_impl, vocab_size) == "fused":
+  if config_schema.resolve_head_impl(model_cfg.head_impl, vocab_size) == "fused":
     logits = FUSED_LOGIT_BYTES * min(model_cfg.head_chunk_tokens, tokens) * vocab_size
   else:
     logits = PLAIN_LOGIT_BYTES * tokens * vocab_size

@@ -39,10 +39,16 @@ def group_dir(workdirs) -> str:
   return str(parent / ".batched" / hashlib.sha1(names.encode()).hexdigest()[:12])
 
 
+def resumes_as_group(workdirs) -> bool:
+  """True when a batched run of exactly these run folders was interrupted: train them together
+  again (train_batched), so the group resumes from its own checkpoint; members that finished in
+  it (diverged, say) stay as they are."""
+  return len(workdirs) > 1 and epath.Path(group_dir(workdirs)).is_dir()
+
+
 def _validated(configs) -> None:
   logs.quiet_libraries()
   sharding.maybe_initialize_distributed()
-  run_lib.check_batchable(configs)
   for c in configs:
     validation.validate(c)
   c = configs[0]

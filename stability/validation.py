@@ -2,12 +2,7 @@
 
 import math
 
-from stability import config_schema
-from stability import data as data_lib
-from stability import model as model_lib
-from stability import optim
-
-DTYPES = ("bfloat16", "float32", "float16")
+from stability import config_schema as schema
 
 
 class ConfigError(ValueError):
@@ -44,7 +39,7 @@ def check_known_fields(cfg, reference, path: str = "") -> None:
   for name in cfg.keys():
     key = f"{path}.{name}" if path else name
     if name not in reference:
-      renamed = config_schema.renamed_message(key)
+      renamed = schema.renamed_message(key)
       if renamed:
         raise ConfigError(renamed)
       if not path:
@@ -58,7 +53,7 @@ def check_known_fields(cfg, reference, path: str = "") -> None:
 
 def validate(cfg) -> None:
   """Raises ConfigError for the first impossible value (or unknown field) in a run config."""
-  check_known_fields(cfg, config_schema.default_config())
+  check_known_fields(cfg, schema.default_config())
   _validate_model(cfg)
   _validate_opt_and_train(cfg)
   _validate_data_and_mesh(cfg)
@@ -78,14 +73,14 @@ def _validate_model(cfg) -> None:
            f"got head dim {m.d_model / m.num_heads:g}")
   _require(_is_int(m.vocab_size) and m.vocab_size >= 0, "model.vocab_size",
            m.vocab_size, "0 (take it from the data) or the vocabulary size")
-  _one_of(cfg, "model", "qk_layernorm", model_lib.QK_LAYERNORMS)
-  _one_of(cfg, "model", "attention", model_lib.ATTENTIONS)
-  _one_of(cfg, "model", "attention_impl", model_lib.ATTENTION_IMPLS)
-  _one_of(cfg, "model", "parametrization", model_lib.PARAMETRIZATIONS)
-  _one_of(cfg, "model", "remat", model_lib.REMATS)
-  _one_of(cfg, "model", "head_impl", model_lib.HEAD_IMPLS)
-  _one_of(cfg, "model", "dtype", DTYPES)
-  _one_of(cfg, "model", "param_dtype", DTYPES)
+  _one_of(cfg, "model", "qk_layernorm", schema.QK_LAYERNORMS)
+  _one_of(cfg, "model", "attention", schema.ATTENTIONS)
+  _one_of(cfg, "model", "attention_impl", schema.ATTENTION_IMPLS)
+  _one_of(cfg, "model", "parametrization", schema.PARAMETRIZATIONS)
+  _one_of(cfg, "model", "remat", schema.REMATS)
+  _one_of(cfg, "model", "head_impl", schema.HEAD_IMPLS)
+  _one_of(cfg, "model", "dtype", schema.DTYPES)
+  _one_of(cfg, "model", "param_dtype", schema.DTYPES)
   _positive(cfg, "model", "forced_kappa")
   _positive(cfg, "model", "rope_base")
 
@@ -100,9 +95,9 @@ def _validate_opt_and_train(cfg) -> None:
              "a number in [0, 1)")
   for name in ("eps", "clip_norm", "weight_decay"):
     _positive(cfg, "opt", name, allow_zero=True)
-  _one_of(cfg, "opt", "weight_decay_mode", optim.WEIGHT_DECAY_MODES)
-  _one_of(cfg, "opt", "lr_scale", optim.LR_SCALES)
-  _one_of(cfg, "opt", "decay_mask", optim.DECAY_MASKS)
+  _one_of(cfg, "opt", "weight_decay_mode", schema.WEIGHT_DECAY_MODES)
+  _one_of(cfg, "opt", "lr_scale", schema.LR_SCALES)
+  _one_of(cfg, "opt", "decay_mask", schema.DECAY_MASKS)
   _positive(cfg, "loss", "z_loss", allow_zero=True)
 
   for name in ("steps", "log_every", "eval_every", "ckpt_every", "keep_ckpts", "grad_accum",
@@ -116,7 +111,7 @@ def _validate_opt_and_train(cfg) -> None:
 
 def _validate_data_and_mesh(cfg) -> None:
   d, t = cfg.data, cfg.train
-  _one_of(cfg, "data", "source", data_lib.SOURCES)
+  _one_of(cfg, "data", "source", schema.DATA_SOURCES)
   _require(_is_int(d.batch_size) and d.batch_size > 0, "data.batch_size", d.batch_size,
            "an integer > 0 (global batch, in sequences)")
   _require(d.batch_size % t.grad_accum == 0, "train.grad_accum", t.grad_accum,

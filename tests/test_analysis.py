@@ -348,7 +348,8 @@ def test_report_cli_runs_without_tensorflow_or_jax(tmp_path):
       "try:\n  runpy.run_module('analysis.report', run_name='__main__')\n"
       "except SystemExit as e:\n  assert e.code == 0, e.code\n"
       "loaded = {m for m in sys.modules if m.startswith(('stability', 'jax', 'flax'))}\n"
-      "assert loaded == {'stability', 'stability.result_format'}, loaded\n")
+      "assert loaded == {'stability', 'stability.result_format', 'stability.sizes',"
+      " 'stability.flops'}, loaded\n")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
   assert out.returncode == 0, out.stderr

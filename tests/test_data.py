@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from stability import config_schema
 from stability import data
 from stability import data_common
 from stability import data_source
@@ -390,6 +391,7 @@ class BlockTensorFlow:
 
 sys.meta_path.insert(0, BlockTensorFlow())
 from configs import base
+from stability import config_schema
 from stability import data
 from stability.data_common import DataError
 
@@ -419,3 +421,7 @@ def test_data_works_without_tensorflow(embedded_cache, tokens_file):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "no-tf ok" in result.stdout
+
+
+def test_the_schema_names_every_source():
+  assert sorted(data.SOURCES) == sorted(config_schema.DATA_SOURCES)

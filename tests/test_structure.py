@@ -2,7 +2,7 @@
 
   configs   -> stability
   launch    -> stability, configs, analysis
-  analysis  -> the result format only (stability.result_format: no JAX)
+  analysis  -> the result format, size names and parameter counts of stability (no JAX)
   stability -> nothing of the others
 
 The imports are read from the source (every `import` statement, also those inside functions), so
@@ -11,6 +11,8 @@ a lazy import counts as much as one at the top.
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -21,7 +23,7 @@ ALLOWED = {
     "stability": set(),
     "configs": {"stability"},
     "launch": {"stability", "configs", "analysis"},
-    "analysis": {"stability.result_format"},
+    "analysis": {"stability.result_format", "stability.sizes", "stability.flops"},
 }
 MAX_FUNCTION_LINES = 60
 
@@ -65,6 +67,80 @@ def test_dependencies_run_one_way(package):
 def test_the_import_walk_sees_lazy_imports():
   tree = ast.parse("def f():\n  from configs import base\n  import launch.sweep\n")
   assert imported_names(tree) == [(2, "configs.base"), (3, "launch.sweep")]
+
+
+# The data package's insides: launch/ goes through stability.data.
+DATA_INSIDES = ("stability.data_common", "stability.data_seqio", "stability.data_source",
+                "stability.embedded_corpus")
+
+
+def test_launch_uses_the_library_through_its_entry_points():
+  bad = [f"{path.relative_to(REPO)}:{line} imports {name}"
+         for path in modules("launch") for line, name in imported_names(ast.parse(path.read_text()))
+         if name.startswith(DATA_INSIDES)]
+  bad += [f"{path.relative_to(REPO)} uses train.group_dir" for path in modules("launch")
+          if "group_dir" in path.read_text()]
+  assert not bad, "\n".join(bad)
+
+
+def import_graph() -> dict[str, set[str]]:
+  """Module -> the modules of the four packages it imports (lazy imports included)."""
+  paths = {}
+  for package in PACKAGES:
+    for path in modules(package):
+      name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+      paths[name.removesuffix(".__init__")] = path
+  graph = {}
+  for name, path in paths.items():
+    graph[name] = set()
+    for _, imported in imported_names(ast.parse(path.read_text())):
+      while imported and imported not in paths:  # `from a.b import f` is module a.b
+        imported = imported.rpartition(".")[0]
+      if imported and imported != name:
+        graph[name].add(imported)
+  return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """The import circles of `graph`: each a path that comes back to where it started."""
+  found, done = [], set()
+
+  def walk(module, path):
+    if module in path:
+      found.append(path[path.index(module):] + [module])
+      return
+    if module in done:
+      return
+    for imported in sorted(graph.get(module, ())):
+      walk(imported, path + [module])
+    done.add(module)
+
+  for module in sorted(graph):
+    walk(module, [])
+  return found
+
+
+def test_no_import_circle_anywhere():
+  graph = import_graph()
+  assert len(graph) > 60 and graph["launch.sweep"] >= {"configs.grid", "stability.flops"}
+  assert not circles(graph), "\n".join(" -> ".join(c) for c in circles(graph))
+
+
+def test_a_circle_is_found():
+  assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+  assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_loading_any_config_imports_neither_flax_nor_jax():
+  """A config and its check are plain Python: no Flax, no JAX, no model."""
+  names = [f"configs.{p.stem}" for p in modules("configs") if p.stem != "__init__"]
+  code = ("import sys\n" + "".join(f"import {n}\n" for n in names) +
+          "import stability.validation, stability.step_memory\n"
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flax', 'jax')))\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0 and len(names) > 10, out.stderr
+  assert out.stdout.strip() == "[]", out.stdout[:500]
 
 
 def function_lengths() -> list[tuple[int, str]]:
