@@ -158,13 +158,17 @@ def loss_vs_lr(runs: pd.DataFrame, *, arms: Sequence[str] | None = None,
       ax.axhline(init_loss, color="0.5", ls="--", lw=1, label=f"ℓ0 (init) = {init_loss:.2f}")
     if (arm_runs["status"].eq("diverged") | ~np.isfinite(arm_runs["final_eval_loss"])).any():
       ax.plot([], [], "x", color="crimson", mew=2, label="diverged (at ℓ0)")
-    ax.set_xscale("log")
-    ax.set_xlabel("peak learning rate")
-    ax.set_title(str(arm))
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7)
+    _dress_lr_panel(ax, arm)
   axes[0].set_ylabel("final eval loss")
   return _finish(fig, title, _footnote(runs, footnote), save_to, formats)
+
+
+def _dress_lr_panel(ax, arm) -> None:
+  ax.set_xscale("log")
+  ax.set_xlabel("peak learning rate")
+  ax.set_title(str(arm))
+  ax.grid(True, which="major", alpha=0.3)
+  ax.legend(fontsize=7)
 
 
 def two_sweeps_loss_vs_lr(a_runs: pd.DataFrame, b_runs: pd.DataFrame, *,
@@ -188,11 +192,7 @@ def two_sweeps_loss_vs_lr(a_runs: pd.DataFrame, b_runs: pd.DataFrame, *,
       for (size, num_params), group in by_size:
         _draw_loss_curve(ax, group, init_loss, size_colors.get(num_params, "0.3"),
                          f"{_size_label(size, num_params)}, {label}", style, marker)
-    ax.set_xscale("log")
-    ax.set_xlabel("peak learning rate")
-    ax.set_title(str(arm))
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7)
+    _dress_lr_panel(ax, arm)
   axes[0].set_ylabel("final eval loss (min with ℓ0)")
   footnote = f"{labels[0]}: {results.describe(a_runs)}; {labels[1]}: {results.describe(b_runs)}"
   return _finish(fig, title, footnote, save_to, formats)

@@ -18,7 +18,7 @@ import ml_collections
 
 from configs import base
 from stability import config_schema
-from stability import data_common
+from stability.data import common as data_common
 from stability import sizes
 from stability import step_memory
 

@@ -119,7 +119,7 @@ def opt_config() -> ml_collections.ConfigDict:
 
 
 def data_config() -> ml_collections.ConfigDict:
-  """The shared fields, then one group per source (stability/data.py)."""
+  """The shared fields, then one group per source (stability/data/)."""
   return ml_collections.ConfigDict(dict(
       source="c4",          # c4 | text | embedded | tokens | synthetic
       batch_size=256,       # global, in sequences

@@ -1,8 +1,9 @@
 """The train loop of a group: M ≥ 1 runs that one compiled program (`run.Run`) steps together.
 
 A single run is a group of one; a batched LR sweep is M members vmapped over a member axis. Each
-member keeps its own result folder, TensorBoard events, divergence verdict and summary; the group
-shares one batch stream and one checkpoint (state, data position, every member's bookkeeping).
+member keeps its own result folder, TensorBoard events, divergence verdict and summary
+(`stability/members.py`); the group shares one batch stream and one checkpoint (state, data
+position, every member's bookkeeping).
 
 The host waits on the device only at log steps, and a log step's metrics are read one step late,
 so the next step is already queued. Evals, checkpoints and the final summary happen at step
@@ -10,124 +11,20 @@ boundaries; SIGTERM becomes a checkpoint and a clean stop at the next one.
 """
 
 import contextlib
-import functools
 import logging
-import math
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
 from stability import checkpoint as checkpoint_lib
 from stability import data as data_lib
 from stability import flops
+from stability import members as members_lib
 from stability import provenance
 from stability import result_format
-from stability import run_files
 from stability import sigterm
-from stability import validation
 from stability import watchdog as watchdog_lib
-
-def finished_summary(config: ml_collections.ConfigDict, workdir) -> dict | None:
-  """The summary of a finished run of `config` in `workdir`, else None (nothing or unfinished).
-
-  Raises ConfigError, touching nothing, if the workdir holds a run of another config.
-  """
-  files = run_files.RunFiles(workdir, writer=False)
-  if not files.dir.exists():
-    return None
-  existing, wanted = files.existing_config(), result_format.config_json(config)
-  if existing is not None and existing != wanted:
-    changed = sorted(
-        f"{g}.{k}" for g in set(existing) | set(wanted)
-        for k in set(existing.get(g, {}) or {}) | set(wanted.get(g, {}) or {})
-        if (existing.get(g) or {}).get(k) != (wanted.get(g) or {}).get(k))
-    raise validation.ConfigError(
-        f"workdir {files.dir} holds a run with a different config (differs in: "
-        f"{', '.join(changed) or 'structure'}); use a new --workdir, or delete that one")
-  summary = files.read_summary()
-  return summary if summary and summary.get("status") in result_format.FINISHED else None
-
-
-@functools.cache
-def _warn_once(message: str) -> None:
-  logging.warning("%s", message)
-
-
-def _tensorboard_writer(workdir):
-  """clu's TensorBoard event writer, written from a background thread (no console echo of
-  every scalar: the loop logs progress), or None when TensorFlow/clu are absent."""
-  try:
-    from clu import metric_writers  # imports TensorFlow
-  except ImportError as e:
-    _warn_once(f"no TensorBoard events ({e}; `pip install -e .[tf]` adds them); results are in "
-               "the JSON-lines files")
-    return None
-  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(workdir)))
-
-
-class Member:
-  """One run of a group: its result folder, TensorBoard events and divergence verdict."""
-
-  def __init__(self, index: int, config: ml_collections.ConfigDict, workdir, *, is_writer: bool):
-    self.index = index
-    self.config = config
-    self.files = run_files.RunFiles(workdir, writer=is_writer)
-    self.files.write_config(result_format.config_json(config))
-    self.tensorboard = None  # opened by `open_tensorboard` once the member is to be trained
-    self.status = "running"
-    self.diverged_at = None
-    self.over_margin = 0  # log rows in a row above ℓ0 + margin
-    self.final_loss = None
-    self.final_step = None  # the updates behind final_loss
-
-  @property
-  def running(self) -> bool:
-    return self.status == "running"
-
-  def open_tensorboard(self) -> None:
-    if self.files.writer and self.tensorboard is None:
-      self.tensorboard = _tensorboard_writer(self.files.dir)
-
-  def bookkeeping(self) -> dict:
-    return {"status": self.status, "diverged_at": self.diverged_at, "over": self.over_margin,
-            "final_loss": self.final_loss, "final_step": self.final_step}
-
-  def restore(self, saved: dict) -> None:
-    self.status, self.diverged_at = saved["status"], saved["diverged_at"]
-    self.over_margin, self.final_loss = saved["over"], saved["final_loss"]
-    self.final_step = saved.get("final_step")
-
-  def record(self, step: int, row: dict, init_loss: float) -> None:
-    """Writes the log row of `step`; diverged at the first non-finite step, or after
-    `divergence_patience` rows in a row with train loss above ℓ0 + `divergence_margin`."""
-    first_nonfinite = int(row.pop("first_nonfinite"))
-    self.files.append_metrics({**row, "step": step})
-    if self.tensorboard is not None:
-      self.tensorboard.write_scalars(step, {k: v for k, v in row.items() if math.isfinite(v)})
-    t = self.config.train
-    if first_nonfinite >= 0:
-      self.diverged_at = first_nonfinite
-    else:
-      over = row["train_loss"] > init_loss + t.divergence_margin
-      self.over_margin = self.over_margin + 1 if over else 0
-      if self.over_margin >= t.divergence_patience:
-        self.diverged_at = step
-    if self.diverged_at is not None:
-      self.status = "diverged"
-      logging.info("%s diverged at step %d", self.files.dir.name, self.diverged_at)
-
-  def finish(self, step: int, eval_loss: float) -> None:
-    self.final_loss, self.final_step = eval_loss, step
-    self.files.append_eval({"step": step, "eval_loss": eval_loss})
-    if self.tensorboard is not None and math.isfinite(eval_loss):
-      self.tensorboard.write_scalars(step, {"eval_loss": eval_loss})
-
-  def close(self) -> None:
-    if self.tensorboard is not None:
-      self.tensorboard.close()
-      self.tensorboard = None
 
 
 class Preemption:
@@ -212,122 +109,16 @@ class Throughput:
                  f"{rate:.2f}" if rate else "?", eta)
 
 
-def _saved_members(progress: dict, k: int) -> list[dict]:
-  if "members" in progress:
-    return progress["members"]
-  # A single run's checkpoint from before groups: its one member was running.
-  return [{"status": "running", "diverged_at": None, "over": progress.pop("over_margin", 0),
-           "final_loss": None, "final_step": None}] * k
-
-
-class Group:
-  """The members trained together: their log rows, divergence verdicts and summaries."""
-
-  def __init__(self, config, run, members: list[Member]):
-    self.members = members
-    self.tokens_per_step = config.data.batch_size * config.model.seq_len
-    self.trained: list[Member] = []  # this session's; the others finished earlier
-    m = config.model
-    self.shared = {  # the summary fields every member shares (init_eval_loss: `begin`)
-        "num_params": flops.non_embedding_params(m.d_model, m.num_layers, m.mlp_ratio),
-        "vocab_size": run.model_cfg.vocab_size,
-        "head_impl": run.model_cfg.head_impl,  # what config's `auto` resolved to
-        "flops_per_token": flops.model_flops_per_token(m, run.model_cfg.vocab_size),
-        "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
-        "batched_members": len(members)}
-
-  @property
-  def running(self) -> list[Member]:
-    return [m for m in self.members if m.running]
-
-  def bookkeeping(self) -> list[dict]:
-    return [m.bookkeeping() for m in self.members]
-
-  def restore(self, saved: list[dict], start: int, total: int) -> None:
-    for m, bookkeeping in zip(self.members, saved):
-      m.restore(bookkeeping)
-      if m.running:  # the eval row of step `total` is the final one, written after the loop
-        m.files.truncate(metrics_before=start, evals_through=min(start, total - 1))
-    logging.info("resumed %s from step %d", ", ".join(str(m.files.dir) for m in self.members),
-                 start)
-
-  def start_fresh(self, init_loss: float) -> None:
-    for m in self.members:  # rows of an earlier attempt that left no checkpoint
-      m.files.truncate(metrics_before=0, evals_through=-1)
-      m.files.append_eval({"step": 0, "eval_loss": init_loss})
-
-  def begin(self, start: int, init_loss: float, history: list[dict]) -> None:
-    """Opens the running members' event files and writes their `running` summaries
-    (`history`: the group's provenance, `stability.provenance`)."""
-    self.shared["init_eval_loss"] = init_loss
-    self.shared["provenance"] = history
-    self.trained = self.running
-    for m in self.trained:
-      m.open_tensorboard()
-      if start == 0 and m.tensorboard is not None:
-        m.tensorboard.write_hparams(result_format.flatten(result_format.config_json(m.config)))
-      m.files.write_summary(self.summary_of(m, start))
-
-  def summary_of(self, m: Member, steps: int, **extra) -> dict:
-    return {"name": m.files.dir.name, "status": m.status, "final_eval_loss": m.final_loss,
-            "diverged_at_step": m.diverged_at, "steps": steps,
-            "tokens": steps * self.tokens_per_step, **self.shared, **extra}
-
-  def record(self, step: int, metrics_M: dict, init_loss: float) -> list[Member]:
-    """Writes the log row of `step` ({metric: [M]}) of every running member; returns the
-    members it finds diverged."""
-    running = self.running
-    for m in running:
-      m.record(step, {k: float(v[m.index]) for k, v in metrics_M.items()}, init_loss)
-    return [m for m in running if not m.running]
-
-  def append_evals(self, step: int, losses_M: np.ndarray) -> None:
-    for m in self.running:
-      m.files.append_eval({"step": step, "eval_loss": float(losses_M[m.index])})
-
-  def finish_diverged(self, members: list[Member], steps: int, losses_M: np.ndarray) -> None:
-    """Final losses (after `steps` updates) and summaries of members that just diverged."""
-    for m in members:
-      m.finish(steps, float(losses_M[m.index]))
-      m.files.write_summary(self.summary_of(m, steps))
-
-  def finish_done(self, steps: int, losses_M: np.ndarray) -> None:
-    """Final losses of the members that trained to the end; `write_summaries` records them."""
-    for m in self.running:
-      m.status = "done"
-      m.finish(steps, float(losses_M[m.index]))
-
-  def interrupt(self, message: str) -> None:
-    """Marks the members still running as interrupted (the watchdog stops the process; a rerun
-    resumes them from the last checkpoint). A failed one keeps its error."""
-    for m in self.members:
-      summary = m.files.read_summary() or {}
-      if summary.get("status", "running") == "running":
-        m.files.write_summary({**summary, "status": "interrupted", "error": message})
-
-  def write_summaries(self, steps: int, **extra) -> list[dict]:
-    """The final summaries: rewritten for this session's members, read for the others."""
-    out = []
-    for m in self.members:
-      summary = m.files.read_summary() or {}
-      if m in self.trained:
-        summary = self.summary_of(
-            m, m.final_step if m.final_step is not None else steps, **extra)
-        m.files.write_summary(summary)
-      out.append(summary)
-      logging.info("%s: %s after %s steps, final eval loss %s", m.files.dir, m.status,
-                   summary.get("steps"), m.final_loss)
-    return out
-
-
-def train_group(config, run, members: list[Member], checkpoint_dir) -> list[dict]:
+def train_group(config, run, members: list[members_lib.Member], checkpoint_dir,
+                source: data_lib.Source) -> list[dict]:
   """Trains the members (`config` is the first one's) and returns their summaries.
 
   `run` is a `run.Run` of the M members: it inits, steps, evaluates and says which members'
-  parameters are finite, each answer [M].
+  parameters are finite, each answer [M]. `source` is the validated data source they share.
   """
   try:
-    return Training(config, run, Group(config, run, members), checkpoint_dir).train()
+    group = members_lib.Group(config, run, members)
+    return Training(config, run, group, checkpoint_dir, source).train()
   except Exception as e:
     for m in members:  # all but those whose verdict is on disk (finished or diverged before)
       if (m.files.read_summary() or {}).get("status") not in result_format.FINISHED:
@@ -342,15 +133,16 @@ def train_group(config, run, members: list[Member], checkpoint_dir) -> list[dict
 class Training:
   """One session of a group's training: restore or init, step, finish."""
 
-  def __init__(self, config, run, group: Group, checkpoint_dir):
-    self.config, self.run, self.group = config, run, group
+  def __init__(self, config, run, group: members_lib.Group, checkpoint_dir,
+               source: data_lib.Source):
+    self.config, self.run, self.group, self.source = config, run, group, source
     self.total = config.train.steps
     pi, pc = jax.process_index(), jax.process_count()
     self.ckpt = checkpoint_lib.Checkpointer(checkpoint_dir, keep=config.train.keep_ckpts)
     self.train_iter = data_lib.make_train_iterator(
-        config.data, config.model.seq_len, process_index=pi, process_count=pc)
+        source, config.model.seq_len, process_index=pi, process_count=pc)
     self.eval_batches = [run.global_batch(b) for b in data_lib.make_eval_batches(
-        config.data, config.model.seq_len, process_index=pi, process_count=pc)]
+        source, config.model.seq_len, process_index=pi, process_count=pc)]
     self.timer = Throughput()
     self.progress = {"wall_s": 0.0}  # saved with each checkpoint, with the members' bookkeeping
     self.session_start = time.time()
@@ -367,7 +159,7 @@ class Training:
     if restored is not None:
       start, state, data_state, self.progress = restored
       self.train_iter.set_state(data_state)
-      self.group.restore(_saved_members(self.progress, len(self.group.members)), start,
+      self.group.restore(members_lib.saved_members(self.progress, len(self.group.members)), start,
                          self.total)
       self._continue_provenance(start)
       return state, start
@@ -382,7 +174,7 @@ class Training:
     """Adds this session's software and data to the group's provenance if they are new, with a
     warning when a resume changed them."""
     history = self.progress.get("provenance", [])
-    current = provenance.record(self.config.data, self.run.compiler_options)
+    current = provenance.record(self.source, self.run.compiler_options)
     changes = provenance.differences(history[-1], current) if history else []
     if changes:
       logging.warning("resuming at step %d with other software or data than the steps before: %s",

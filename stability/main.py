@@ -16,7 +16,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from stability import data_common
+from stability import data
 from stability import runtime
 from stability import train
 from stability import validation
@@ -55,7 +55,7 @@ def main(argv):
     fail(str(e))
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (validation.ConfigError, data_common.DataError) as e:
+  except (validation.ConfigError, data.DataError) as e:
     if _VERBOSE.value:
       raise
     fail(str(e))

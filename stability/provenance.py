@@ -54,11 +54,12 @@ def software() -> dict:
           **{p: _version(p) for p in PACKAGES}, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def record(data_config, compiler_options: dict) -> dict:
+def record(data_source, compiler_options: dict) -> dict:
   """`software()`, the programs' XLA `compiler_options` (`stability.compiler_options`), and the
-  text the data source reads where its config alone does not say (the embedded corpus)."""
+  text the data source (a `stability.data.Source` or its config) reads where its config alone
+  does not say (the embedded corpus)."""
   out = {**software(), "compiler_options": dict(compiler_options), "numerics": fmt.NUMERICS}
-  corpus = data_lib.source_for(data_config).fingerprint()
+  corpus = data_lib.source_for(data_source).fingerprint()
   if corpus is not None:
     out["corpus"] = corpus
   return out

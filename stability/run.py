@@ -53,28 +53,17 @@ def program_key(configs, vocab_size: int) -> str:
 
 def check_batchable(configs) -> None:
   """Raises ConfigError unless the configs can train as one group."""
-  if len({batchable_key(c) for c in configs}) != 1:
-    raise validation.ConfigError(
-        "batched members must differ only in " + ", ".join(f"opt.{n}" for n in optim.SCALAR_HYPERS))
+  validation.check_one_program(len({batchable_key(c) for c in configs}), optim.SCALAR_HYPERS)
 
 
 def _check_batch_fits_mesh(config, mesh) -> None:
   dp = mesh.shape["data"] * mesh.shape["fsdp"]
-  micro = config.data.batch_size // config.train.grad_accum
-  if micro % dp:
-    raise validation.ConfigError(
-        f"config.data.batch_size={config.data.batch_size} (per microbatch {micro} with "
-        f"train.grad_accum={config.train.grad_accum}) is not divisible by the {dp} data-parallel "
-        "devices (mesh.data × mesh.fsdp); change the batch size or the mesh")
+  validation.check_batch_fits_mesh(config.data.batch_size, config.train.grad_accum, dp)
   pc = jax.process_count()
-  if pc > 1:  # process p feeds rows [p·B/P, (p+1)·B/P): its devices must hold exactly those
+  if pc > 1:
     shards = sharding.batch_sharding(mesh).addressable_devices_indices_map((dp, 1))
-    local = len({index[0].indices(dp)[:2] for index in shards.values()})
-    if local * pc != dp:
-      raise validation.ConfigError(
-          f"each of the {pc} processes feeds 1/{pc} of the batch, but this one's devices hold "
-          f"{local} of the {dp} batch shards (mesh.data × mesh.fsdp); make that product a "
-          "multiple of the process count and keep mesh.tensor within one host")
+    validation.check_host_shards(len({index[0].indices(dp)[:2] for index in shards.values()}),
+                                 pc, dp)
 
 
 def _with_member_axis(tree_of_shardings):

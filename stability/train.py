@@ -16,19 +16,16 @@ from etils import epath
 from stability import data as data_lib
 from stability import logs
 from stability import loop
+from stability import members as members_lib
 from stability import run as run_lib
 from stability import sharding
 from stability import validation
 
 
-def resolve_vocab_size(config) -> int:
-  """model.vocab_size, or the data's when 0; never smaller than the data's ids need."""
-  data_vocab = data_lib.vocab_size(config.data)
-  if 0 < config.model.vocab_size < data_vocab:
-    raise validation.ConfigError(
-        f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
-        f"{data_vocab} token ids of data.source={config.data.source!r}: set it to 0 (take the "
-        f"data's) or to at least {data_vocab}")
+def resolve_vocab_size(config, source: data_lib.Source) -> int:
+  """model.vocab_size, or the data's (`source`'s) when 0; never smaller than its ids need."""
+  data_vocab = source.vocab_size
+  validation.check_vocab_size(config.model.vocab_size, data_vocab, source.name)
   return config.model.vocab_size or data_vocab
 
 
@@ -46,40 +43,42 @@ def resumes_as_group(workdirs) -> bool:
   return len(workdirs) > 1 and epath.Path(group_dir(workdirs)).is_dir()
 
 
-def _validated(configs) -> None:
+def _validated(configs) -> data_lib.Source:
+  """Checks every config, then the (shared) data config; returns the data source it made."""
   logs.quiet_libraries()
   sharding.maybe_initialize_distributed()
   for c in configs:
     validation.validate(c)
   c = configs[0]
-  data_lib.validate(c.data, c.model.seq_len, process_count=jax.process_count())
+  return data_lib.validate(c.data, c.model.seq_len, process_count=jax.process_count())
 
 
-def _train(configs, workdirs, checkpoint_dir) -> list[dict]:
-  run = run_lib.cached_run(configs, resolve_vocab_size(configs[0]))  # a bad config fails here
+def _train(configs, workdirs, checkpoint_dir, source: data_lib.Source) -> list[dict]:
+  vocab_size = resolve_vocab_size(configs[0], source)
+  run = run_lib.cached_run(configs, vocab_size)  # a bad config fails here
   is_writer = jax.process_index() == 0
-  members = [loop.Member(i, c, w, is_writer=is_writer)
+  members = [members_lib.Member(i, c, w, is_writer=is_writer)
              for i, (c, w) in enumerate(zip(configs, workdirs))]
-  return loop.train_group(configs[0], run, members, checkpoint_dir)
+  return loop.train_group(configs[0], run, members, checkpoint_dir, source)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains one config into `workdir`; returns its summary. Never raises for a divergence."""
-  _validated([config])
-  finished = loop.finished_summary(config, workdir)
+  source = _validated([config])
+  finished = members_lib.finished_summary(config, workdir)
   if finished is not None:
     logging.info("%s already finished (%s); nothing to do", workdir, finished["status"])
     return finished
-  [summary] = _train([config], [workdir], epath.Path(workdir) / "checkpoints")
+  [summary] = _train([config], [workdir], epath.Path(workdir) / "checkpoints", source)
   return summary
 
 
 def train_batched(configs, workdirs) -> list[dict]:
   """Trains M batchable configs (see `run.batchable_key`) into M workdirs; returns M summaries."""
-  _validated(configs)
-  previous = [loop.finished_summary(c, w) for c, w in zip(configs, workdirs)]
+  source = _validated(configs)
+  previous = [members_lib.finished_summary(c, w) for c, w in zip(configs, workdirs)]
   if all(previous):
     return previous
-  summaries = _train(configs, workdirs, epath.Path(group_dir(workdirs)) / "checkpoints")
+  summaries = _train(configs, workdirs, epath.Path(group_dir(workdirs)) / "checkpoints", source)
   logging.info("batched %d members: %s", len(configs), ", ".join(s["status"] for s in summaries))
   return summaries

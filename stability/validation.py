@@ -123,3 +123,54 @@ def _validate_data_and_mesh(cfg) -> None:
   _require(all(_is_int(s) and (s > 0 or s == -1) for s in sizes) and sizes.count(-1) <= 1,
            "mesh", dict(data=sizes[0], fsdp=sizes[1], tensor=sizes[2]),
            "positive sizes for data, fsdp and tensor, at most one of them -1 (fill)")
+
+
+# --- checks of what only the training path knows (the data's vocabulary, the run folder, the
+# mesh), handed in as plain values so that every ConfigError is raised here -------------------
+
+
+def check_vocab_size(model_vocab: int, data_vocab: int, source: str) -> None:
+  """model.vocab_size is 0 (the data's) or holds every id of the data."""
+  if 0 < model_vocab < data_vocab:
+    raise ConfigError(
+        f"config.model.vocab_size={model_vocab} is smaller than the {data_vocab} token ids of "
+        f"data.source={source!r}: set it to 0 (take the data's) or to at least {data_vocab}")
+
+
+def check_same_run(folder, existing: dict, wanted: dict) -> None:
+  """A run folder holds a run of this config (its config.json `existing`), or none."""
+  if existing is None or existing == wanted:
+    return
+  changed = sorted(
+      f"{g}.{k}" for g in set(existing) | set(wanted)
+      for k in set(existing.get(g, {}) or {}) | set(wanted.get(g, {}) or {})
+      if (existing.get(g) or {}).get(k) != (wanted.get(g) or {}).get(k))
+  raise ConfigError(
+      f"workdir {folder} holds a run with a different config (differs in: "
+      f"{', '.join(changed) or 'structure'}); use a new --workdir, or delete that one")
+
+
+def check_one_program(distinct_keys: int, scalar_hypers) -> None:
+  """The members of a batched group differ only in the optimizer scalars."""
+  if distinct_keys != 1:
+    raise ConfigError("batched members must differ only in "
+                      + ", ".join(f"opt.{n}" for n in scalar_hypers))
+
+
+def check_batch_fits_mesh(batch_size: int, grad_accum: int, data_parallel: int) -> None:
+  micro = batch_size // grad_accum
+  if micro % data_parallel:
+    raise ConfigError(
+        f"config.data.batch_size={batch_size} (per microbatch {micro} with "
+        f"train.grad_accum={grad_accum}) is not divisible by the {data_parallel} data-parallel "
+        "devices (mesh.data × mesh.fsdp); change the batch size or the mesh")
+
+
+def check_host_shards(local_shards: int, processes: int, data_parallel: int) -> None:
+  """Process p feeds rows [p·B/P, (p+1)·B/P): its devices must hold exactly those."""
+  if local_shards * processes != data_parallel:
+    raise ConfigError(
+        f"each of the {processes} processes feeds 1/{processes} of the batch, but this one's "
+        f"devices hold {local_shards} of the {data_parallel} batch shards (mesh.data × "
+        "mesh.fsdp); make that product a multiple of the process count and keep mesh.tensor "
+        "within one host")

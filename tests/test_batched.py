@@ -185,18 +185,19 @@ def test_sweep_resumes_a_batched_group_whose_member_diverged_before_a_preemption
   from configs import fig1_qk_layernorm
   from launch import sweep
   from stability import loop
+  from stability import members
   grid = sweep.with_extra_overrides(fig1_qk_layernorm.get_grid("scale=cpu,sizes=d64-L2,seeds=0"), {
       "train.steps": 8, "opt.warmup_steps": 1, "train.log_every": 1, "train.eval_every": 4,
       "train.ckpt_every": 4, "data.eval_batches": 1, "data.batch_size": 4, "model.seq_len": 16,
       "data.source": "synthetic", "data.synthetic.vocab_size": 259})
   only = r"lr1e-0[123]_qkln-on"
-  record = loop.Member.record
+  record = members.Member.record
 
   def lr_1e1_diverges_at_2(self, step, row, init_loss):
     record(self, step, row, init_loss)
     if self.files.dir.name.startswith("d64-L2_lr1e-01") and step == 2:
       self.status, self.diverged_at = "diverged", 2
-  monkeypatch.setattr(loop.Member, "record", lr_1e1_diverges_at_2)
+  monkeypatch.setattr(members.Member, "record", lr_1e1_diverges_at_2)
   reached = loop.Preemption.reached
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(loop.Preemption, "reached", lambda self, step: step == 6 or reached(self, step))

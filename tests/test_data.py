@@ -14,10 +14,10 @@ import pytest
 from configs import base
 from stability import config_schema
 from stability import data
-from stability import data_common
-from stability import data_source
-from stability import embedded_corpus
-from stability.data_common import DataError
+from stability.data import common as data_common
+from stability.data import source as data_source
+from stability.data import embedded_corpus
+from stability.data.common import DataError
 from stability.tools import tokenize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -393,7 +393,7 @@ sys.meta_path.insert(0, BlockTensorFlow())
 from configs import base
 from stability import config_schema
 from stability import data
-from stability.data_common import DataError
+from stability.data.common import DataError
 
 def cfg(source, **fields):
   c = base.get_config("data=" + source).data

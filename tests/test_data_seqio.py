@@ -14,9 +14,9 @@ import pytest
 
 from configs import base
 from stability import data
-from stability import data_common
-from stability import data_seqio
-from stability.data_common import DataError
+from stability.data import common as data_common
+from stability.data import seqio as data_seqio
+from stability.data.common import DataError
 from stability.tools import tokenize
 
 tf = pytest.importorskip("tensorflow")

@@ -21,7 +21,7 @@ from analysis import sensitivity as sensitivity_lib
 from configs import fig1_qk_layernorm, grid
 from stability import sizes
 from launch import sweep
-from stability import embedded_corpus
+from stability.data import embedded_corpus
 from stability import result_format as results
 from stability import train
 from stability import validation

@@ -11,8 +11,8 @@ import pytest
 from analysis import compare
 from analysis import results
 from configs import base
-from stability import data_common
-from stability import embedded_corpus
+from stability.data import common as data_common
+from stability.data import embedded_corpus
 from stability import provenance
 from tests._runs_fixture import make_sweep
 

@@ -60,7 +60,8 @@ def test_committed_reference_runs_record_one_corpus(in_repo):
 
 
 def test_corpus_record_and_the_note_on_another_corpus(tmp_path):
-  from stability import data_common, embedded_corpus
+  from stability.data import common as data_common
+  from stability.data import embedded_corpus
   path = embedded_corpus.ensure_corpus(data_common.cache_dir(""))
   reference.write_corpus(str(tmp_path))
   record = json.loads((tmp_path / reference.CORPUS).read_text())

@@ -26,7 +26,7 @@ import pytest
 from analysis import results as analysis_results
 from configs import base
 from stability import data as data_lib
-from stability import data_source
+from stability.data import source as data_source
 from stability import run as run_lib
 from stability import run_files
 from stability import train

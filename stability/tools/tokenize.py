@@ -25,9 +25,7 @@ import numpy as np
 
 from stability import config_schema
 from stability import data
-from stability import data_common
 from stability import validation
-from stability.data_common import DataError
 
 _COPY_CHUNK = 1 << 20
 
@@ -48,16 +46,16 @@ def write_token_file(data_cfg, output: str, split: str = "train", max_tokens: in
   """Writes the token file (atomically) and its `.json` sidecar; returns the sidecar."""
   source = data.validate(data_cfg, seq_len=1)
   vocab = source.vocab_size
-  dtype = data_common.token_dtype(vocab)
+  dtype = data.token_dtype(vocab)
   chunks = source.token_chunks(split)
   if output.endswith(".npy"):
     num_tokens = _write_npy(chunks, output, dtype, max_tokens)
   else:
-    with data_common.atomic_open(output) as f:
+    with data.atomic_open(output) as f:
       num_tokens = _write_raw(chunks, f, dtype, max_tokens)
   meta = {"vocab_size": vocab, "eos_id": source.eos_id, "dtype": dtype.name,
           "num_tokens": num_tokens, "source": data_cfg.source, "split": split}
-  with data_common.atomic_open(output + ".json", "w") as f:
+  with data.atomic_open(output + ".json", "w") as f:
     json.dump(meta, f, indent=1)
   logging.info("wrote %d tokens (%s) of %s/%s to %s", num_tokens, dtype.name,
                data_cfg.source, split, output)
@@ -76,7 +74,7 @@ def _write_raw(chunks: Iterator[np.ndarray], f: IO[bytes], dtype: np.dtype, max_
     if max_tokens and num_tokens >= max_tokens:
       break
   if not num_tokens:
-    raise DataError("the split produced no tokens")
+    raise data.DataError("the split produced no tokens")
   return num_tokens
 
 
@@ -88,7 +86,7 @@ def _write_npy(chunks: Iterator[np.ndarray], output: str, dtype: np.dtype, max_t
     raw.seek(0)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
               "shape": (num_tokens,)}
-    with data_common.atomic_open(output) as out:
+    with data.atomic_open(output) as out:
       np.lib.format.write_array_header_1_0(out, header)
       shutil.copyfileobj(raw, out, _COPY_CHUNK)
   return num_tokens

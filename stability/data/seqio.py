@@ -16,9 +16,9 @@ from typing import Iterator
 from absl import logging
 import numpy as np
 
-from stability import data_common
-from stability import data_source
-from stability.data_common import DataError
+from stability.data import common as data_common
+from stability.data import source as data_source
+from stability.data.common import DataError
 
 TFDS_BUILD_HINT = ("build it once with `tfds build c4/en --data_dir=DIR` (or copy a prepared "
                    "copy there) and pass --config.data.c4.tfds_data_dir=DIR")

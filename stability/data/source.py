@@ -2,9 +2,9 @@
 
 A source is made from the data config (the shared fields plus its own group, `data.<name>`).
 It says its vocabulary, checks its config, and gives training batches, held-out batches and
-the token stream of a split. stability/data.py holds the registry of sources and the public
-entry points; the sources live in data.py (embedded, tokens, synthetic) and data_seqio.py (c4,
-text).
+the token stream of a split. The package (`stability/data/__init__.py`) holds the registry of
+sources and the public entry points; the sources live in local.py (embedded, tokens, synthetic)
+and seqio.py (c4, text).
 """
 
 import itertools
@@ -13,8 +13,8 @@ from typing import Callable, Iterator
 from absl import logging
 import numpy as np
 
-from stability import data_common
-from stability.data_common import DataError
+from stability.data import common as data_common
+from stability.data.common import DataError
 
 class Source:
   """One data source; `cfg` is the whole data config, `own` its group `data.<name>`."""

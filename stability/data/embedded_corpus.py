@@ -24,7 +24,7 @@ from typing import IO, Iterator
 from absl import logging
 import numpy as np
 
-from stability import data_common
+from stability.data import common as data_common
 
 FORMAT_VERSION = 1
 MIN_CHARS = 64
