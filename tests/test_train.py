@@ -574,3 +574,16 @@ def test_main_refuses_bad_input_in_one_line_with_exit_code_2(tmp_path, config, e
   assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_the_training_path_builds_the_data_source_once(tmp_path, monkeypatch):
+  """Validated once, then handed down: vocabulary, batches, eval set and provenance use it."""
+  built = []
+  init = data_source.Source.__init__
+
+  def counting_init(self, data_cfg):
+    built.append(self.name)
+    init(self, data_cfg)
+  monkeypatch.setattr(data_source.Source, "__init__", counting_init)
+  summary = train.train_and_evaluate(tiny_config(), str(tmp_path / "run"))
+  assert summary["status"] == "done" and built == ["synthetic"], built
