@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import sys
 from typing import Sequence
 
 import pandas as pd
@@ -105,7 +106,7 @@ def report(a_dir: str, b_dir: str) -> str:
   return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("a", help="a sweep folder (the reference)")
@@ -113,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--figure", default="",
                       help="also draw both sweeps' final loss vs LR to <figure>.png and .svg")
   args = parser.parse_args(argv)
+  for folder in (args.a, args.b):
+    if error := results.no_runs_error("analysis.compare", folder):
+      print(error, file=sys.stderr)
+      return 2
   print(report(args.a, args.b))
   if args.figure:
     from analysis import figures
@@ -121,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         title=f"Final eval loss vs learning rate: A = {args.a}, B = {args.b}"),
         args.figure)
     print("figure: " + ", ".join(written))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

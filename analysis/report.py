@@ -69,12 +69,9 @@ def report(sweep_dir: str, out_dir: str | None = None, figures: bool = True) -> 
 def main(argv: Sequence[str] | None = None) -> int:
   """Prints the report; exit code 2 with one line when the folder holds no runs."""
   args = _parse(argv)
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", results.ProblemWarning)
-    empty = results.load_runs(args.sweep_dir).empty
-  if empty:
-    print(f"analysis.report: error: no runs in {args.sweep_dir!r} (a sweep folder holds one folder "
-          "per run, each with config.json)", file=sys.stderr)
+  error = results.no_runs_error("analysis.report", args.sweep_dir)
+  if error:
+    print(error, file=sys.stderr)
     return 2
   print(report(args.sweep_dir, args.out, figures=not args.no_figures))
   return 0

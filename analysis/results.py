@@ -204,6 +204,16 @@ def with_metric(runs: pd.DataFrame, metric: str, *, last_steps: int | None = 500
 
 
 
+def no_runs_error(tool: str, sweep_dir: PathLike) -> str | None:
+  """The one-line error of `tool` when `sweep_dir` holds no run, else None (read quietly)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ProblemWarning)
+    if not load_runs(sweep_dir).empty:
+      return None
+  return (f"{tool}: error: no runs in {str(sweep_dir)!r} (a sweep folder holds one folder per "
+          "run, each with config.json)")
+
+
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
   """`"d256-L3"` -> (256, 3); (None, None) for anything that is not a size name."""
   try:

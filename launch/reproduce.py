@@ -146,9 +146,10 @@ def select(grids: list[grid_lib.Grid], only: str) -> list[grid_lib.Grid]:
   wanted = [o.strip() for o in only.split(",") if o.strip()]
   names = {g.experiment for g in grids}
   unknown = [o for o in wanted if not any(_matches(g.experiment, o, names) for g in grids)]
-  if unknown:
-    raise SystemExit(f"--only: no experiment {', '.join(unknown)}; known: "
-                     + ", ".join(g.experiment for g in grids))
+  if unknown:  # a usage error: one line, exit code 2
+    print(f"[reproduce] error: --only: no experiment {', '.join(unknown)}; known: "
+          + ", ".join(g.experiment for g in grids), file=sys.stderr)
+    raise SystemExit(2)
   return [g for g in grids
           if not wanted or any(_matches(g.experiment, o, names) for o in wanted)]
 

@@ -26,8 +26,15 @@ def test_point_gaps_and_sensitivity_by_hand(tmp_path):
   assert pairs["change"] == pytest.approx(pairs["b"] - pairs["a"])
 
 
+def test_a_folder_with_no_runs_is_refused_in_one_line(tmp_path, capsys):
+  (tmp_path / "empty").mkdir()
+  assert compare.main([str(make_sweep(tmp_path / "a", A)), str(tmp_path / "empty")]) == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith("analysis.compare: error: no runs in") and "empty" in line
+
+
 def test_report_names_the_flipped_point(tmp_path, capsys):
-  compare.main([str(make_sweep(tmp_path / "a", A)), str(make_sweep(tmp_path / "b", B))])
+  assert compare.main([str(make_sweep(tmp_path / "a", A)), str(make_sweep(tmp_path / "b", B))]) == 0
   out = capsys.readouterr().out
   assert "status differs at 1 points" in out and "diverged" in out
   assert "over 3 points" in out

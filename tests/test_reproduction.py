@@ -188,7 +188,7 @@ def test_wall_seconds_skip_torn_runs_and_killed_exports(tmp_path):
   assert reference.wall_seconds(str(tmp_path / "missing")) == {}
 
 
-def test_only_selects_by_name_short_name_or_prefix_and_refuses_unknown_names():
+def test_only_selects_by_name_short_name_or_prefix_and_refuses_unknown_names(capsys):
   grids = reproduce.all_grids()
   assert len(grids) == len(reproduce.EXPERIMENTS)
   assert {g.experiment for g in grids} >= {s for c in claims.CLAIMS for s in c.sweeps}
@@ -202,8 +202,9 @@ def test_only_selects_by_name_short_name_or_prefix_and_refuses_unknown_names():
       "fig1_qk_layernorm", "e11_pointwise_attention", "e10_weight_decay"]
   assert len(reproduce.select(grids, "fig")) == sum(e.startswith("configs/fig")
                                                      for e in reproduce.EXPERIMENTS)
-  with pytest.raises(SystemExit, match="no experiment fig99"):
+  with pytest.raises(SystemExit) as stopped:
     reproduce.select(grids, "fig99")
+  assert stopped.value.code == 2 and "no experiment fig99" in capsys.readouterr().err
 
 
 @pytest.mark.slow
