@@ -338,6 +338,7 @@ def test_report_main_prints_table_and_problems(tmp_path, capsys):
   assert (tmp_path / "out" / "loss_vs_lr.png").exists()
 
 
+@pytest.mark.slow
 def test_report_cli_runs_without_tensorflow_or_jax(tmp_path):
   """analysis reads result folders with the result format alone: no JAX, no TensorFlow."""
   sweep = _demo_sweep(tmp_path / "sweep")

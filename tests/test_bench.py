@@ -51,6 +51,7 @@ def _config(grad_accum: int):
   return c
 
 
+@pytest.mark.slow
 def test_torch_reference_trains_like_the_jax_step():
   """Same weights, same batches: same first loss and the same losses over four AdamW steps
   (clip, independent decay, warm-up), with gradients accumulated over strided microbatches."""

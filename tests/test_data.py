@@ -265,6 +265,7 @@ def test_synthetic_batches_cover_the_vocab():
 # --- embedded corpus --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_embedded_corpus_is_deterministic(embedded_cache, tmp_path):
   path = embedded_corpus.ensure_corpus(str(tmp_path))
   with open(path, "rb") as a, open(embedded_corpus.corpus_path(embedded_cache), "rb") as b:

@@ -210,6 +210,7 @@ def test_stop_dry_run_stops_the_job_on_every_worker(no_subprocess, capsys):
   assert remote_script(ssh) == pod.Job("fig1", []).stop_script()
 
 
+@pytest.mark.slow
 def test_stop_script_ends_a_job_that_ignores_sigterm_after_the_grace(tmp_path):
   """The worker side of `stop` (and of a relaunch), run here: the job's whole process group is
   gone within the grace, SIGKILL ending what SIGTERM did not."""

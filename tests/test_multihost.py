@@ -172,6 +172,7 @@ def reference(tmp_path_factory):
   return tmp / "run"
 
 
+@pytest.mark.slow
 def test_each_host_reads_its_rows_of_every_global_batch(tmp_path):
   """Host p of P gets rows [p·B/P, (p+1)·B/P) of the one-host batch: train and eval."""
   for source in ("synthetic", "embedded"):

@@ -23,6 +23,7 @@ def in_repo(monkeypatch):
   monkeypatch.chdir(REPO)
 
 
+@pytest.mark.slow
 def test_committed_page_is_drawn_from_the_committed_reference_runs(in_repo):
   with open(DOC) as f:
     committed = f.read()
@@ -235,6 +236,7 @@ def test_a_preempted_experiment_stops_the_reproduction(tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "ref" / "fig11_grad_rms")
 
 
+@pytest.mark.slow
 def test_batch_flag_reaches_the_sweep_runner_and_auto_never_batches_on_cpu(tmp_path, monkeypatch):
   batched = []
 
@@ -253,6 +255,7 @@ def test_batch_flag_reaches_the_sweep_runner_and_auto_never_batches_on_cpu(tmp_p
   assert (tmp_path / "ref" / "fig10_forced_logits" / reference.CORPUS).exists()
 
 
+@pytest.mark.slow
 def test_runs_made_on_another_corpus_are_noted_before_training(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(reproduce.sweep, "run_grid", lambda *a, **k: {"done": 1})
   other = tmp_path / "ref" / "fig10_forced_logits"
@@ -313,6 +316,7 @@ def test_the_note_on_runs_made_by_a_step_that_rounds_differently(tmp_path):
   assert reference.numerics_note(str(tmp_path / "missing")) is None
 
 
+@pytest.mark.slow
 def test_by_default_the_committed_reference_is_left_alone_and_compared_with(tmp_path, capsys):
   """`make reproduce` writes its copies and page under results/ and sets each verdict beside
   the committed reference runs'; only --update_reference points it at the committed files."""

@@ -296,6 +296,7 @@ def test_sigterm_checkpoints_then_rerun_finishes(tmp_path, uninterrupted):
 # --- 4. divergence, finished runs, a changed config ----------------------------------------
 
 
+@pytest.mark.slow
 def test_next_lr_and_seed_reuse_the_run_and_train_as_from_a_new_one(tmp_path, monkeypatch):
   """A sweep's next point (another LR and seed, same shapes) steps through the programs of the
   Run already built, with its own hyper-parameters: bit for bit the run a new Run trains."""
@@ -317,6 +318,7 @@ def test_next_lr_and_seed_reuse_the_run_and_train_as_from_a_new_one(tmp_path, mo
           == read_jsonl(tmp_path / "new" / "eval.jsonl"))
 
 
+@pytest.mark.slow
 def test_summary_names_the_head_that_auto_resolved_to(tmp_path):
   """config.json keeps `auto`; the summary says which head ran (plain below vocab 8192)."""
   config = tiny_config({"model.head_impl": "auto", "train.steps": 2, "opt.warmup_steps": 1})
@@ -524,6 +526,7 @@ def test_grad_accumulation_matches_one_big_batch():
 # --- 8. the command line -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_data_config_is_validated_once(tmp_path, monkeypatch):
   """train_and_evaluate checks the data config once; the iterator and eval batches trust it."""
   calls = []
@@ -576,6 +579,7 @@ def test_main_refuses_bad_input_in_one_line_with_exit_code_2(tmp_path, config, e
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_the_training_path_builds_the_data_source_once(tmp_path, monkeypatch):
   """Validated once, then handed down: vocabulary, batches, eval set and provenance use it."""
   built = []

@@ -68,6 +68,7 @@ def test_a_process_without_a_beat_past_the_limit_stops_and_says_where(tmp_path):
   assert "process 1 of 2 waited 1 s for step 3" in message and message in err
 
 
+@pytest.mark.slow
 def test_beats_in_time_keep_the_process_running(tmp_path):
   proc = start_child(tmp_path, stall_s=1.0, beats=25)  # 2.5 s of beats, 0.1 s apart
   wait_blocked(proc)
@@ -76,6 +77,7 @@ def test_beats_in_time_keep_the_process_running(tmp_path):
   assert not (tmp_path / "stopped.txt").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_while_blocked_ends_the_process_after_the_grace(tmp_path):
   proc = start_child(tmp_path, grace_s=1.0, beats=1)  # no stall limit: only the SIGTERM ends it
   wait_blocked(proc)
