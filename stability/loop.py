@@ -204,20 +204,20 @@ class Training:
   def steps(self, state, step: int, preemption: Preemption):
     """Steps until train.steps, a preemption or no member running: (state, step, preempted)."""
     t = self.config.train
-    pending = None  # (step, [M] metrics) of the last log step, read one step late
+    # A log step's row ((step, [M] metrics)) is read one step late, the next step queued by then;
+    # at a boundary it is read at once, so that its eval and checkpoint see every verdict.
+    deferred = None
     while step < self.total and self.group.running:
       log_now = step % t.log_every == 0 or step == self.total - 1
       batch = self.run.global_batch(next(self.train_iter))
       state, metrics_M = self.run.train_step(state, batch, diagnose=log_now)
       self.timer.dispatched(step, state)
-      self.handle(pending, state, step + 1)
-      pending = (step, metrics_M) if log_now else None
+      row = (step, metrics_M) if log_now else None
       step += 1
       preempted = preemption.reached(step)
       boundary = step % t.eval_every == 0 or step % t.ckpt_every == 0 or step == self.total
-      if boundary or preempted:
-        self.handle(pending, state, step)
-        pending = None
+      due, deferred = ([deferred, row], None) if boundary or preempted else ([deferred], row)
+      self.handle(due, state, step)
       if not self.group.running:  # every log row is handled, or no member is left to record it
         break
       if preempted:
@@ -229,20 +229,18 @@ class Training:
         return state, step, True
     return state, step, False
 
-  def handle(self, pending, state, steps_done: int) -> None:
-    """Records a pending log row, if any; evaluates the members it finds diverged (their final
-    loss: the `steps_done` updates in `state`)."""
-    if pending is None:
-      return
-    step, metrics_M = pending
-    host_M = jax.device_get(metrics_M)
-    diverged = self.group.record(step, host_M, self.progress["init_eval_loss"])
-    if diverged:
-      with self.timer.paused():
-        self.group.finish_diverged(diverged, steps_done, self.final_losses(state.params))
-    if self.group.running:
-      loss = min(float(host_M["train_loss"][m.index]) for m in self.group.running)
-      self.timer.report(step, self.total, loss)
+  def handle(self, rows, state, steps_done: int) -> None:
+    """Records the log rows (None: no row), in order; evaluates the members they find diverged
+    (their final loss: the `steps_done` updates in `state`)."""
+    for step, metrics_M in filter(None, rows):
+      host_M = jax.device_get(metrics_M)
+      diverged = self.group.record(step, host_M, self.progress["init_eval_loss"])
+      if diverged:
+        with self.timer.paused():
+          self.group.finish_diverged(diverged, steps_done, self.final_losses(state.params))
+      if self.group.running:
+        loss = min(float(host_M["train_loss"][m.index]) for m in self.group.running)
+        self.timer.report(step, self.total, loss)
 
   def at_boundary(self, step: int, state, preempted: bool) -> None:
     """The eval and the checkpoint due after `step` (a checkpoint at every preemption)."""
