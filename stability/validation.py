@@ -137,7 +137,7 @@ def check_vocab_size(model_vocab: int, data_vocab: int, source: str) -> None:
         f"data.source={source!r}: set it to 0 (take the data's) or to at least {data_vocab}")
 
 
-def check_same_run(folder, existing: dict, wanted: dict) -> None:
+def check_same_run(folder, existing: dict | None, wanted: dict) -> None:
   """A run folder holds a run of this config (its config.json `existing`), or none."""
   if existing is None or existing == wanted:
     return

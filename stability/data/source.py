@@ -16,6 +16,7 @@ import numpy as np
 from stability.data import common as data_common
 from stability.data.common import DataError
 
+
 class Source:
   """One data source; `cfg` is the whole data config, `own` its group `data.<name>`."""
 
