@@ -12,6 +12,12 @@ z-loss coefficient × T = 10, so 1/30 too. Both act a little every step; with th
 coefficients, 300 steps shrink the weights by 3% and pull log Z (about ln V ≈ 6 at
 initialization) by almost nothing, and each "on" arm would be its "off" arm.
 
+Long horizon (cpu scale only): the drift the paper describes comes "toward the end of
+training", after 1e5 steps. At cpu scale Fig 4's pair (d64-L2, LR 0.1, no decay, z-loss on and
+off) is also trained ten times longer, 3000 steps with a 300-step warm-up and the z-loss
+matched to that length (arms `..._T3000`). analysis/claims.py judges the drift, log Z and the
+late loss on the longest horizon a sweep has; these arms have one LR and no LR sensitivity.
+
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters (Fig 3). Fig 4 is
 one pair of runs of this grid: the smallest model at LR 0.1 with no weight decay, z-loss on vs
 off (`d256-L3_lr1e-01_zloss-on_wd-off` against `..._zloss-off_wd-off`); plot
@@ -28,6 +34,9 @@ from configs import grid
 # Fig 4's model (the 2.4M d256-L3) at each scale; it joins the ladder.
 FIG4_SIZE = {"cpu": "d64-L2", "gpu": "d256-L3", "paper": "d256-L3"}
 FIG4_LR = 0.1
+# The long-horizon pair at cpu scale: ten times the cpu run (docstring).
+LONG_STEPS = 3000
+LONG_SUFFIX = f"_T{LONG_STEPS}"
 
 
 def zloss_arms(scale: str) -> dict[str, dict]:
@@ -57,13 +66,25 @@ def lrs(scale: str) -> tuple[float, ...]:
   return tuple(lr for lr in grid.SCALE_LRS[scale] if lr >= lo)
 
 
+def long_arms(scale: str) -> dict[str, dict]:
+  """Fig 4's pair (no decay, z-loss on and off) over LONG_STEPS, the z-loss matched to them."""
+  zloss = grid.matched_total(scale, 1e-4) * grid.SCALE_SETTINGS[scale]["train.steps"] / LONG_STEPS
+  longer = {"train.steps": LONG_STEPS, "opt.warmup_steps": LONG_STEPS // 10,
+            "train.ckpt_every": LONG_STEPS // 6}
+  pair = {"zloss-on_wd-off": {"loss.z_loss": zloss}, "zloss-off_wd-off": {"loss.z_loss": 0.0}}
+  return {label + LONG_SUFFIX: {**arms(scale)[label], **longer, **overrides}
+          for label, overrides in pair.items()}
+
+
 def get_grid(arg: str | None = None) -> grid.Grid:
   kv = grid.parse_grid_arg(arg)
   scale = kv["scale"]
+  points = grid.sweep(arms(scale), grid.sizes_arg(kv, default_sizes(scale)), lrs(scale))
+  if scale == "cpu":
+    points += grid.sweep(long_arms(scale), [FIG4_SIZE[scale]], [FIG4_LR])
   return grid.Grid(
       experiment="fig3_output_logit_divergence", scale=scale, figure="Fig 3, Fig 4",
-      points=grid.sweep(arms(scale), grid.sizes_arg(kv, default_sizes(scale)), lrs(scale)),
-      sensitivity=grid.single_sensitivity(scale))
+      points=points, sensitivity=grid.single_sensitivity(scale))
 
 
 def get_config(arg: str | None = None):

@@ -17,6 +17,10 @@ to log10(max logit) over the ladder and extrapolated to the target (analysis/pre
          run failed"; at cpu scale no run reaches 1e4 that early, so analysis/claims.py takes
          the same rule from the ladder itself: the smallest logit above which every ladder run
          failed (diverged, or lost a fifth of the way from its best loss back to ℓ0).
+         Between 1e-2 and 1e-1, where the ladder's sizes start to fail one after another, the
+         grid is denser (CPU_EXTRA_LRS, ladder and target): on the half-decade grid alone the
+         forecast and the naive rule "the target fails where the largest ladder size failed"
+         agreed at every LR, so the test could not tell them apart.
 The ladder points are the same runs as fig1's `qkln-off` arm (seed 0): `make reproduce` copies
 them in; by hand, `cp -r results/fig1/*_qkln-off results/fig9/` and they are skipped.
 Overrides: `sizes=a+b` (the ladder), `target=<size>`, `target_lr=<lr>` (one LR instead of the
@@ -31,7 +35,11 @@ from configs import grid
 ARM = "qkln-off"
 LADDER = {"cpu": ("d64-L1",) + grid.SCALE_SIZES["cpu"], "gpu": grid.SCALE_SIZES["gpu"],
           "paper": grid.SCALE_SIZES["paper"]}
-TARGET_LRS = {"cpu": grid.SCALE_LRS["cpu"], "gpu": (1e-2,), "paper": (1e-2,)}
+# LRs between the half-decades where the cpu ladder's sizes start to fail (docstring).
+CPU_EXTRA_LRS = (0.02, 0.04, 0.06)
+LADDER_LRS = {"cpu": tuple(sorted(grid.SCALE_LRS["cpu"] + CPU_EXTRA_LRS)),
+              "gpu": grid.SCALE_LRS["gpu"], "paper": grid.SCALE_LRS["paper"]}
+TARGET_LRS = {"cpu": LADDER_LRS["cpu"], "gpu": (1e-2,), "paper": (1e-2,)}
 METRIC_STEP = {"cpu": 30, "gpu": 2000, "paper": 2000}
 THRESHOLD = {"cpu": "ladder", "gpu": 1e4, "paper": 1e4}
 
@@ -42,7 +50,7 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   arm = {ARM: grid.QKLN_ARMS[ARM]}
   target = kv.get("target", grid.SCALE_TARGET_SIZE[scale])
   target_lrs = (float(kv["target_lr"]),) if "target_lr" in kv else TARGET_LRS[scale]
-  points = grid.sweep(arm, grid.sizes_arg(kv, LADDER[scale]), grid.SCALE_LRS[scale])
+  points = grid.sweep(arm, grid.sizes_arg(kv, LADDER[scale]), LADDER_LRS[scale])
   points += [p for p in grid.sweep(arm, [target], target_lrs)
              if p.name not in {q.name for q in points}]  # unless the ladder has it already
   return grid.Grid(

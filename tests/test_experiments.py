@@ -89,8 +89,9 @@ def test_grid_is_well_formed(name, extra, scale):
     validation.validate(c)
     assert (c.model.size, c.opt.peak_lr) == (p.size, p.lr)
     assert p.name == grid.run_name(p.size, p.lr, p.arm, c.train.seed)
-    if scale == "cpu":  # trains in well under a minute on a laptop
-      assert c.data.source == "embedded" and c.train.steps <= 600
+    if scale == "cpu":  # trains in well under a minute on a laptop, bar Fig 4's long pair
+      long = name == "fig3_output_logit_divergence" and p.arm.endswith("_T3000")
+      assert c.data.source == "embedded" and c.train.steps <= (3000 if long else 600)
       # The ladder stays under 1M parameters; fig9's target is one size beyond it.
       assert sizes.non_embedding_params(p.size) <= 2e6, p.name
   if g.sensitivity is not None:
@@ -247,10 +248,12 @@ def test_fig9_ladder_without_qkln_plus_the_4p8b_target():
   assert len(g.points) == 8 * 7 + 1
   narrowed = get_grid("fig9_prediction", "target=d2048-L24,target_lr=1e-2", "paper")
   assert len(narrowed.points) == 8 * 7  # the target is in the ladder already: not twice
-  # cpu: four ladder sizes × 7 LRs, and the target at every LR
+  # cpu: four ladder sizes × 10 LRs (the grid and three between 1e-2 and 1e-1), and the target
+  # at every one of them
   cpu = get_grid("fig9_prediction", "", "cpu")
-  assert len(cpu.points) == 4 * 7 + 7
-  assert cpu.to_json()["target"] == {"size": "d192-L4", "lrs": list(grid.CPU_LRS)}
+  lrs = sorted(grid.CPU_LRS + (0.02, 0.04, 0.06))
+  assert len(cpu.points) == 4 * 10 + 10
+  assert cpu.to_json()["target"] == {"size": "d192-L4", "lrs": lrs}
 
 
 def test_fig10_forced_kappas_and_bigram():
@@ -299,7 +302,7 @@ def test_points_shared_with_fig1_are_the_same_runs(name, arm, scale):
   """The docstrings say fig1's run folders can be copied in: names and configs must agree."""
   fig1 = {p.name: p for p in fig1_qk_layernorm.get_grid(f"scale={scale}").points}
   shared = [p for p in get_grid(name, "", scale).points if p.name in fig1]
-  first_seed = [p for p in fig1.values() if p.arm == arm and not p.name.endswith("_seed1")]
+  first_seed = [p for p in fig1.values() if p.arm == arm and "_seed" not in p.name]
   assert len(shared) == len(first_seed) > 0
   for p in shared:
     assert grid.config_for(p, scale).to_dict() == grid.config_for(fig1[p.name], scale).to_dict()
