@@ -7,6 +7,11 @@ A check returns a `Finding`: what it measured and a verdict, one of
   not testable at this scale  the runs cannot show it; the reason says why
   not run                     a sweep it needs has no finished runs
 
+A claim is judged part by part (`Finding.parts`), and the claim takes the verdict of its worst
+part (`combine`). A part that is not reproduced is either a *contrary finding* (the runs meet what
+the paper's mechanism needs, and the effect did not appear) or *beyond this scale* (they do not,
+and `Finding.causes` says with which numbers). docs/paper_notes.md#criteria gives each rule.
+
 The seed-to-seed spread comes from the replicated headline sweep (fig1): the largest range of LR
 sensitivity across the seeds of one (arm, size), and the median gap between two seeds' final
 losses at one grid point. Sweeps with one seed are judged against that spread.
@@ -29,6 +34,9 @@ NOT_REPRODUCED = "not reproduced"
 NOT_TESTABLE = "not testable at this scale"
 NOT_RUN = "not run"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, NOT_RUN)
+# The two kinds of "not reproduced".
+CONTRARY = "contrary finding"
+BEYOND_SCALE = "beyond this scale"
 
 HEADLINE = "fig1_qk_layernorm"
 LOGIT = "attn_logit_max/block_0"
@@ -46,7 +54,39 @@ class Finding:
   verdict: str
   ours: str                      # one line: what we measured
   reason: str = ""               # why the verdict, in a sentence or two
-  numbers: dict = dataclasses.field(default_factory=dict)
+  numbers: dict = dataclasses.field(default_factory=dict)  # "parts": {part: verdict}, if any
+  causes: dict = dataclasses.field(default_factory=dict)   # part: why it is beyond this
+  #                                                          scale, or not testable
+
+  @property
+  def parts(self) -> dict[str, str]:
+    """{part: verdict}; a claim judged whole is its own single part."""
+    return dict(self.numbers.get("parts") or {"the claim as a whole": self.verdict})
+
+  def kind(self, part: str) -> str:
+    """CONTRARY or BEYOND_SCALE for a part that is not reproduced, else ''."""
+    if self.parts.get(part) != NOT_REPRODUCED:
+      return ""  # (a not-testable part may have a cause too: why the design cannot resolve it)
+    return BEYOND_SCALE if part in self.causes else CONTRARY
+
+  @property
+  def claim_kind(self) -> str:
+    """A claim not reproduced is contrary if any failed part is, else beyond this scale."""
+    kinds = {self.kind(p) for p in self.parts} - {""}
+    return CONTRARY if CONTRARY in kinds else BEYOND_SCALE if kinds else ""
+
+
+def parts_finding(parts: dict[str, str], ours: str, reason: str = "",
+                  numbers: dict | None = None, beyond: dict | None = None,
+                  untestable: dict | None = None) -> Finding:
+  """A Finding judged part by part: its verdict combines the parts'. `beyond` says why a part
+  is beyond this scale, kept where that part is not reproduced (the rest are contrary);
+  `untestable` says why a part cannot be tested, kept where it is not testable."""
+  causes = {p: why for p, why in (beyond or {}).items() if parts.get(p) == NOT_REPRODUCED}
+  causes.update({p: why for p, why in (untestable or {}).items()
+                 if parts.get(p) == NOT_TESTABLE})
+  return Finding(combine(parts), ours, reason or "; ".join(f"{k}: {v}" for k, v in parts.items()),
+                 {**(numbers or {}), "parts": dict(parts)}, causes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,14 +146,39 @@ class Spread:
                int(runs["seed"].nunique()))
 
 
-def mean_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
-  """Per (arm, size): mean LR sensitivity over seeds, its range, num_params and the best LR."""
-  table = sensitivity.sensitivity_table(runs)
+def mean_sensitivity(runs: pd.DataFrame, rule: sensitivity.Rule | None = None) -> pd.DataFrame:
+  """Per (arm, size): mean LR sensitivity over seeds, its range, num_params and the best LR
+  (over the sweep's LR range, or `rule`'s)."""
+  table = sensitivity.sensitivity_table(runs, rule)
   return table.groupby(["arm", "size"], as_index=False).agg(
       num_params=("num_params", "first"), sensitivity=("sensitivity", "mean"),
       seed_range=("sensitivity", lambda s: s.max() - s.min()), seeds=("seed", "nunique"),
       best_lr=("best_lr", "median"), best_loss=("best_loss", "mean"),
       init_loss=("init_loss", "mean")).sort_values(["arm", "num_params"])
+
+
+def point_seed_range(runs: pd.DataFrame | None, arm: str, size: str, lr: float) -> float:
+  """The range of clipped final losses across the seeds of one grid point (NaN with < 2)."""
+  if runs is None:
+    return math.nan
+  table = clipped_losses(runs)
+  at = table[(table["arm"] == arm) & (table["size"] == size) & np.isclose(table["lr"], lr)]
+  return float(np.ptp(at["loss"])) if at["seed"].nunique() >= 2 else math.nan
+
+
+def local_tolerance(spread: Spread, seed_range: float) -> float:
+  """The loss tolerance where a claim is judged at one point: the headline's spread, or the
+  point's own seed range where that is larger."""
+  return max(spread.loss, seed_range) if math.isfinite(seed_range) else spread.loss
+
+
+def first_and_final(run_dir: str, metric: str) -> tuple[float, float]:
+  """The metric at step 0 (its first finite value) and at the last step where it is finite."""
+  m = metric_frame(run_dir, metric)
+  if metric not in m:
+    return math.nan, math.nan
+  finite = m[metric][np.isfinite(m[metric].astype(float))]
+  return (float(finite.iloc[0]), float(finite.iloc[-1])) if len(finite) else (math.nan, math.nan)
 
 
 def clipped_losses(runs: pd.DataFrame) -> pd.DataFrame:

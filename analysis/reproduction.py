@@ -19,6 +19,7 @@ import numpy as np
 
 from analysis import claims as claims_lib
 from analysis import evidence as ev
+from analysis import history
 from analysis import results
 from stability import result_format as fmt
 
@@ -82,6 +83,68 @@ def _numerics_note(root: str) -> list[str]:
           "(`python -m analysis.compare`), not digit for digit.", ""]
 
 
+def _verdict_text(finding: ev.Finding, part: str | None = None) -> str:
+  """'not reproduced (beyond this scale)', or the plain verdict."""
+  verdict = finding.verdict if part is None else finding.parts[part]
+  kind = finding.claim_kind if part is None else finding.kind(part)
+  return f"{verdict} ({kind})" if kind else verdict
+
+
+def _counts(found: list[tuple[claims_lib.Claim, ev.Finding]]) -> list[str]:
+  """Two lines: claims and parts by verdict, with the kinds of "not reproduced"."""
+  def line(label: str, items: list[tuple[str, str]]) -> str:
+    cells = []
+    for v in ev.VERDICTS:
+      kinds = [k for verdict, k in items if verdict == v]
+      if not kinds:
+        continue
+      split = ", ".join(f"{kinds.count(k)} {k}" for k in (ev.CONTRARY, ev.BEYOND_SCALE)
+                        if kinds.count(k))
+      cells.append(f"{len(kinds)} {v}" + (f" ({split})" if split else ""))
+    return f"{label} {len(items)}: " + ", ".join(cells) + "."
+  claims = [(f.verdict, f.claim_kind) for _, f in found]
+  parts = [(v, f.kind(p)) for _, f in found for p, v in f.parts.items()]
+  return [line("Claims", claims), "", line("Parts", parts)]
+
+
+def _summary_table(found: list[tuple[claims_lib.Claim, ev.Finding]]) -> list[str]:
+  lines = ["| # | figure | claim, then each part | verdict |", "|---|---|---|---|"]
+  for claim, f in found:
+    lines.append(f"| {claim.number} | {claim.figure} | **{_escape(claim.paper)}** | "
+                 f"**{_verdict_text(f)}** |")
+    if len(f.parts) > 1:
+      lines += [f"| | | {_escape(p)} | {_verdict_text(f, p)} |" for p in f.parts]
+  return lines
+
+
+def _parts_list(f: ev.Finding) -> list[str]:
+  out = []
+  for part in f.parts:
+    why = f.causes.get(part)
+    out.append(f"- {part}: **{_verdict_text(f, part)}**" + (f". {why}" if why else ""))
+  return out
+
+
+CRITERIA = (
+    "## Criteria", "",
+    "Each claim is judged part by part, by rules written down before the runs they judge "
+    "were read ([docs/paper_notes.md#criteria](paper_notes.md#criteria)): a direction counts "
+    "only beyond the seed spread (which also covers rounding), no criterion may hold at "
+    "initialization, and a forecast must beat a naive rule. A part that is not reproduced is a "
+    "*contrary finding* where the runs meet what the paper's mechanism needs, and *beyond this "
+    "scale* where they do not, with the numbers that show it. A part whose effect the design "
+    "cannot resolve is *not testable at this scale*.")
+
+
+def _history() -> list[str]:
+  lines = ["## History of verdicts", "",
+           "| when | claim | part | before | after | why |", "|---|---|---|---|---|---|"]
+  for c in history.CHANGES:
+    lines.append(f"| {c.date} | {c.claim} | {_escape(c.part) or '(the claim)'} | {c.before} | "
+                 f"{c.after} | {_escape(c.why)} |")
+  return lines
+
+
 def render(root: str, doc: str = "docs/reproduction.md",
            found: list[tuple[claims_lib.Claim, ev.Finding]] | None = None) -> str:
   """The page's markdown for the sweeps under `root`."""
@@ -89,7 +152,6 @@ def render(root: str, doc: str = "docs/reproduction.md",
   doc_dir = os.path.dirname(doc) or "."
   figures_dir = os.path.splitext(doc)[0]
   spread = ev.Sweeps(root).spread
-  counts = {v: sum(f.verdict == v for _, f in found) for v in ev.VERDICTS}
   lines = [
       "# Does it reproduce the paper? (cpu scale)", "",
       f"Drawn by `python -m analysis.reproduction {root}` from the runs in `{root}/`, which "
@@ -99,23 +161,24 @@ def render(root: str, doc: str = "docs/reproduction.md",
       f"Seed-to-seed spread (headline sweep, {spread.seeds} seeds): LR sensitivity "
       f"{ev.fmt(spread.sensitivity)}, final loss {ev.fmt(spread.loss)}. A direction counts as "
       "reproduced only where it exceeds these.", "",
-      "Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in ev.VERDICTS if counts[v]) + ".", "",
-      "| # | figure | paper | ours | verdict |", "|---|---|---|---|---|",
+      *_counts(found), "",
+      *_summary_table(found), "",
+      *CRITERIA,
   ]
-  for claim, f in found:
-    lines.append(f"| {claim.number} | {claim.figure} | {_escape(claim.paper)} | "
-                 f"{_escape(f.ours)} | **{f.verdict}** |")
   for claim, f in found:
     lines += ["", f"## {claim.number}. {claim.figure}", "",
               f"**Paper.** {claim.paper}", "",
               f"**Command.** `{COMMAND} --only={','.join(claim.sweeps)}` "
               f"({'; '.join(_timing(root, e) for e in claim.sweeps)}).", "",
               f"**Measured.** {f.ours}", "",
-              f"**Verdict: {f.verdict}.** {f.reason}"]
+              f"**Verdict: {_verdict_text(f)}.**", "", *_parts_list(f)]
+    if f.reason:
+      lines += ["", f.reason[0].upper() + f.reason[1:] + ("" if f.reason.endswith(".") else ".")]
     links = (_figure_links(doc_dir, figures_dir, [f"claim{claim.number}"])
              + _figure_links(doc_dir, figures_dir, claim.sweeps))
     if links:
       lines += [""] + [f"![{os.path.basename(p)}]({p})" for p in links]
+  lines += ["", *_history()]
   return "\n".join(lines) + "\n"
 
 
@@ -136,7 +199,7 @@ def verdict_changes(theirs_root: str, ours_root: str) -> list[str]:
 
 def _claim_figures(sweeps: ev.Sweeps) -> dict[int, dict]:
   """Per claim number: {name: function drawing a Figure}, for what the sweep figures miss."""
-  from analysis import figures, prediction
+  from analysis import figures
   fig1 = sweeps.runs(claims_lib.FIG1)
   first = None if fig1 is None else fig1[fig1["seed"] == 0]
   out: dict[int, dict] = {}

@@ -34,11 +34,17 @@ def test_committed_page_is_drawn_from_the_committed_reference_runs(in_repo):
                               "`python -m analysis.reproduction reference/cpu`")
 
 
-def test_page_has_a_verdict_for_every_claim(in_repo):
+def test_page_has_a_verdict_for_every_claim_and_part(in_repo):
   with open(DOC) as f:
-    rows = [line for line in f if line.startswith("| ") and "**" in line]
+    table = [line for line in f if line.startswith("| ") and line.count(" | ") == 3]
+  rows = [line for line in table if line[2:].split(" |")[0].isdigit()]
   assert len(rows) == len(claims.CLAIMS) == 14
-  assert all(any(f"**{v}**" in row for v in evidence.VERDICTS) for row in rows)
+  assert all(any(f"**{v}" in row.rsplit(" | ", 1)[1] for v in evidence.VERDICTS) for row in rows)
+  kinds = (evidence.CONTRARY, evidence.BEYOND_SCALE)
+  for row in table:  # every "not reproduced", claim or part, says which kind
+    verdict = row.rsplit(" | ", 1)[1]
+    if evidence.NOT_REPRODUCED in verdict:
+      assert any(f"({k})" in verdict for k in kinds), row
 
 
 def test_reference_runs_are_compact_and_readable(in_repo):
@@ -47,7 +53,7 @@ def test_reference_runs_are_compact_and_readable(in_repo):
   assert total <= 25e6
   runs = results.load_runs(os.path.join(REFERENCE, "fig1_qk_layernorm"))
   assert set(runs["status"]) <= set(results.FINISHED)
-  assert sorted(runs["seed"].unique()) == [0, 1]
+  assert sorted(runs["seed"].unique()) in ([0, 1], [0, 1, 2])  # 3 from the faster step on
   metrics = results.load_metrics(runs["run_dir"].iloc[0])
   assert {"step", "train_loss", "attn_logit_max/block_0"} <= set(metrics.columns)
 
@@ -131,17 +137,10 @@ def test_running_runs_are_neither_copied_nor_exported(tmp_path):
 
 
 def _timed_and_untimed(costs: dict, committed: dict) -> tuple[set, set]:
-  """The runs with a committed reference time, and the others: only those the cpu scale now
-  trains in microbatches (the committed runs trained in one; regenerated with the next
-  reference), each with its one-microbatch run committed."""
+  """The runs with a committed reference time, and the others (points the committed reference
+  does not hold yet: a new seed or arm, or a run now trained in microbatches)."""
   timed = {k for k in costs if k in committed}
-  untimed = set(costs) - timed
-  for key in untimed:
-    config = json.loads(key)
-    assert config["train"]["grad_accum"] > 1, key
-    one = {**config, "train": {**config["train"], "grad_accum": 1}}
-    assert reference.config_key(one) in committed, key
-  return timed, untimed
+  return timed, set(costs) - timed
 
 
 def test_eta_weights_each_distinct_run_by_its_reference_seconds(in_repo, tmp_path):
