@@ -2,9 +2,10 @@
 
 Trains a 0.1M-parameter decoder on the embedded corpus at 7 learning rates, with and without
 qk-layernorm, from two seeds (the `cpu` scale of configs/fig1_qk_layernorm.py at its smallest
-size), then prints the LR sensitivity of each arm, their ratio per seed and over both, the max
-attention logit at high LR, and the same ratios in the committed reference runs of the whole
-ladder, and draws the figures. Re-running reuses finished runs.
+size), then prints the LR sensitivity of each arm, their ratio per seed and over both, whether
+the gap holds beyond the spread between seeds (judged as docs/reproduction.md judges claim 1,
+beside the reference runs' verdict), the max attention logit at high LR, and the same ratios in
+the committed reference runs of the whole ladder, and draws the figures. Re-running reuses finished runs.
 
 Why two seeds of one size: one seed's LR sensitivity moves by about 0.07 from seed to seed (the
 reference's spread), as much as the margin the headline is judged by; two seeds of the two
@@ -24,7 +25,7 @@ import time
 from absl import app
 from absl import flags
 
-from analysis import figures, results, sensitivity
+from analysis import claims, evidence, figures, results, sensitivity
 from configs import fig1_qk_layernorm
 from launch import reference as reference_lib
 from launch import sweep
@@ -86,6 +87,38 @@ def ratio_lines(table) -> str:
                     *ratio_rows(table)])
 
 
+def verdict_rows(runs, spread: float) -> dict[str, str]:
+  """Per size: claim 1's first part as docs/reproduction.md judges it, with its numbers."""
+  gaps = claims.headline_gaps(runs)
+  holds = claims.higher_without_qkln(gaps, spread)
+  return {size: (f"gap {r.gap:.3f} (without − with, mean of the seeds), seed range "
+                 f"{r.seed_range:.3f}, spread {spread:.3f}: "
+                 + ("holds beyond them" if holds[size] else "not beyond them"))
+          for size, r in gaps.iterrows()}
+
+
+def verdict_lines(runs, reference_dir: str) -> str:
+  """The headline with its uncertainty, and its verdict beside the reference runs' at the same
+  sizes: rounding changes digits, so the two are compared by verdict."""
+  reference = results.load_runs(reference_dir) if os.path.isdir(reference_dir) else None
+  spread = evidence.Spread.of(reference).sensitivity if reference is not None else (
+      evidence.MIN_SENS_SPREAD)
+  ours = verdict_rows(runs, spread)
+  lines = ["is sensitivity higher without qk-layernorm, beyond the spread between seeds? "
+           f"(claim 1; spread: the reference's largest seed range, {spread:.3f})"]
+  theirs = {}
+  if reference is not None:
+    sizes = set(runs["size"])
+    theirs = verdict_rows(reference[reference["size"].isin(sizes)], spread)
+  for size, text in ours.items():
+    lines.append(f"  {size:10s} this run: {text}")
+    if size in theirs:
+      same = theirs[size].endswith("holds beyond them") == text.endswith("holds beyond them")
+      lines.append(f"  {'':10s} reference: {theirs[size]} "
+                   f"({'same verdict' if same else 'VERDICT DIFFERS'})")
+  return "\n".join(lines)
+
+
 def reference_lines(runs, reference_dir: str) -> str:
   """The ratios of the committed reference runs, and how this machine's runs compare with the
   reference runs of the same points (equal final losses: the same numerics)."""
@@ -128,6 +161,8 @@ def main(argv):
   print(sensitivity.format_table(table))
   print()
   print(ratio_lines(table))
+  print()
+  print(verdict_lines(runs, _REFERENCE.value))
   print()
   print(max_logit_table(runs))
   if _REFERENCE.value and os.path.isdir(_REFERENCE.value):

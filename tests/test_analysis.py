@@ -297,6 +297,22 @@ def test_demo_ratios_per_seed_and_over_the_seeds_both_arms_have():
       "  d128-L2    (no seed has both arms)"]
 
 
+def test_demo_judges_the_headline_beyond_the_seed_spread_beside_the_reference(tmp_path):
+  """One seed: the gap is judged against the reference's spread (its floor with one seed) and the
+  reference's own verdict at the same size is printed beside it."""
+  from launch import demo
+  sweep = _demo_sweep(tmp_path / "sweep")
+  runs = results.load_runs(sweep)
+  text = demo.verdict_lines(runs[runs["size"] == "d64-L2"], str(sweep))
+  lines = text.splitlines()
+  assert "claim 1" in lines[0] and "0.010" in lines[0]
+  assert lines[1].split()[:3] == ["d64-L2", "this", "run:"] and "holds beyond them" in lines[1]
+  assert lines[2].strip().startswith("reference:") and lines[2].endswith("(same verdict)")
+  assert len(lines) == 3  # d128-L2 is not in this run, so it is not compared
+  no_reference = demo.verdict_lines(runs, "")
+  assert "reference:" not in no_reference and "d128-L2" in no_reference
+
+
 def test_demo_compares_with_the_reference_and_notes_another_corpus(tmp_path):
   from launch import demo, reference
   sweep = _demo_sweep(tmp_path / "sweep")
