@@ -17,6 +17,11 @@ training", after 1e5 steps. At cpu scale Fig 4's pair (d64-L2, LR 0.1, no decay,
 off) is also trained ten times longer, 3000 steps with a 300-step warm-up and the z-loss
 matched to that length (arms `..._T3000`). analysis/claims.py judges the drift, log Z and the
 late loss on the longest horizon a sweep has; these arms have one LR and no LR sensitivity.
+Why not also the paper's 32k-id vocabulary: the embedded corpus holds about 1.5M byte tokens
+(its train split), and 3000 steps of 16 × 128 already read it four times. A subword vocabulary
+would shorten it two to four times more, so a long run would revisit each token 10-20 times and
+over-fitting would confound a late rise of the eval loss. That test needs a larger corpus (C4,
+the gpu scale).
 
 Makes: final eval loss vs LR per size and arm, LR sensitivity vs parameters (Fig 3). Fig 4 is
 one pair of runs of this grid: the smallest model at LR 0.1 with no weight decay, z-loss on vs

@@ -827,6 +827,34 @@ def test_ablations_not_reproduced_when_full_width_qkln_is_better(tmp_path):
   assert failing_parts(f) == ["per-head qk-LN slightly better"]
 
 
+def test_ablations_per_head_is_judged_only_where_there_is_more_than_one_head(tmp_path):
+  """d64 has one head: per-head and full-width are the same model, and the old rule counted
+  their tie as a win. At d128 a difference inside the loss tolerance cannot be resolved."""
+  ablation_sweeps(tmp_path, full_width_large=3.005)
+  f = check(tmp_path, claims.check_ablations)
+  part = "per-head qk-LN slightly better"
+  assert f.parts[part] == ev.NOT_TESTABLE and "inside the loss tolerance" in f.causes[part]
+  assert "(one head: the same model)" in f.ours
+
+
+def test_ablations_steps_still_learning_is_beyond_this_scale(tmp_path):
+  """Sensitivity changes with the step count while the best loss still falls fast with it: the
+  runs are in their fast-learning phase, where the paper's claim is not about."""
+  ablation_sweeps(tmp_path, skip=(E7,))
+  make_sweep(tmp_path, E7, [*by_sens("steps-150", SMALL, 0.5, best=3.5, steps=150),
+                            *by_sens("steps-300", SMALL, 0.6, best=3.0, steps=300),
+                            *by_sens("steps-600", SMALL, 0.8, best=2.5, steps=600)])
+  f = check(tmp_path, claims.check_ablations)
+  part = "steps leaves sensitivity roughly unchanged"
+  assert failing_parts(f) == [part] and f.kind(part) == ev.BEYOND_SCALE
+  assert "from 300 to 600 steps" in f.causes[part]
+  make_sweep(tmp_path / "done", E7, [*by_sens("steps-150", SMALL, 0.5, steps=150),
+                                     *by_sens("steps-300", SMALL, 0.6, steps=300),
+                                     *by_sens("steps-600", SMALL, 0.8, steps=600)])
+  ablation_sweeps(tmp_path / "done", skip=(E7,))
+  assert check(tmp_path / "done", claims.check_ablations).kind(part) == ev.CONTRARY
+
+
 def test_ablations_not_run_while_one_sweep_is_missing(tmp_path):
   ablation_sweeps(tmp_path, skip=(E9,))
   f = check(tmp_path, claims.check_ablations)
