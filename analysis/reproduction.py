@@ -77,8 +77,10 @@ def _numerics_note(root: str) -> list[str]:
   labels = fmt.other_numerics([s for s in summaries if s])
   if not labels:
     return []
-  return [f"**Rounding.** These runs were trained by a train step that rounds differently from "
-          f"this code's (theirs: {', '.join(labels)}; this code: {fmt.NUMERICS}; "
+  others = [label for label in labels if label != fmt.NUMERICS]
+  which = "Some of these runs were" if fmt.NUMERICS in labels else "These runs were"
+  return [f"**Rounding.** {which} trained by a train step that rounds differently from this "
+          f"code's (theirs: {', '.join(others)}; this code: {fmt.NUMERICS}; "
           "docs/performance.md). Rerunning them gives other digits; compare by verdict "
           "(`python -m analysis.compare`), not digit for digit.", ""]
 

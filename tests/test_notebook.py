@@ -172,7 +172,7 @@ def test_committed_notebook_opens_with_the_reference_figures():
   cells = {c.get("id"): c for c in code_cells}
   assert set(FIGURE_CELLS) <= set(cells)
   assert "drawing the committed reference runs" in text(cells["load"])
-  assert "84 runs" in text(cells["load"])
+  assert "126 runs" in text(cells["load"])
   for cell_id in ("loss-vs-lr", "sensitivity-vs-params", "attn-logit", "headline"):
     assert images(cells[cell_id]) >= 1, cell_id
   assert not any(out.output_type == "error" for c in code_cells for out in c.outputs)
@@ -239,7 +239,7 @@ def test_notebook_without_runs_of_its_own_draws_the_reference(tmp_path, jupyter_
 
   loaded = text(cells["load"])
   assert "drawing the committed reference runs in `reference/cpu/fig1_qk_layernorm`" in loaded
-  assert "84 runs" in loaded
+  assert "126 runs" in loaded
   for cell_id in ("loss-vs-lr", "sensitivity-vs-params", "headline", "attn-logit"):
     assert images(cells[cell_id]) >= 1, (cell_id, text(cells[cell_id]))
   assert "the committed reference itself" in text(cells["two-sweeps"])
@@ -251,9 +251,9 @@ def test_notebook_reads_the_committed_reference_runs(jupyter_env):
   cells = execute(jupyter_env, REPO / "reference" / "cpu" / "fig1_qk_layernorm")
 
   loaded = text(cells["load"])
-  assert "84 runs" in loaded and "problems (0)" in loaded, loaded
+  assert "126 runs" in loaded and "problems (0)" in loaded, loaded
   rows = [line.split() for line in text(cells["sensitivity-table"]).splitlines()
           if line.strip().startswith(("qkln-on", "qkln-off"))]
-  assert len(rows) == 12  # 2 arms × 3 sizes × 2 seeds
+  assert len(rows) == 18  # 2 arms × 3 sizes × 3 seeds
   for cell_id in ("loss-vs-lr", "sensitivity-vs-params", "headline", "attn-logit"):
     assert images(cells[cell_id]) >= 1, (cell_id, text(cells[cell_id]))

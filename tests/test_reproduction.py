@@ -307,7 +307,14 @@ def test_the_note_on_runs_made_by_a_step_that_rounds_differently(tmp_path):
   (run / fmt.SUMMARY).write_text(json.dumps(summary))
   note = reference.numerics_note(str(tmp_path / "fig1"))
   assert fmt.NUMERICS_BEFORE in note and fmt.NUMERICS in note and "verdicts" in note
-  assert "Rounding" in "".join(reproduction._numerics_note(str(tmp_path)))
+  assert "These runs were" in "".join(reproduction._numerics_note(str(tmp_path)))
+  mixed = tmp_path / "fig1" / "d64-L2_lr3e-02"  # one run of this step beside the old one
+  mixed.mkdir()
+  (mixed / fmt.SUMMARY).write_text(json.dumps({**summary, "provenance": [{"numerics": fmt.NUMERICS}]}))
+  note = "".join(reproduction._numerics_note(str(tmp_path)))
+  assert note.startswith("**Rounding.** Some of these runs were") and f"theirs: {fmt.NUMERICS_BEFORE};" in note
+  (mixed / fmt.SUMMARY).unlink()
+  mixed.rmdir()
   summary["provenance"] = [{"numerics": fmt.NUMERICS}]
   (run / fmt.SUMMARY).write_text(json.dumps(summary))
   assert reference.numerics_note(str(tmp_path / "fig1")) is None
