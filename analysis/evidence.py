@@ -85,8 +85,7 @@ def parts_finding(parts: dict[str, str], ours: str, reason: str = "",
   causes = {p: why for p, why in (beyond or {}).items() if parts.get(p) == NOT_REPRODUCED}
   causes.update({p: why for p, why in (untestable or {}).items()
                  if parts.get(p) == NOT_TESTABLE})
-  return Finding(combine(parts), ours, reason or "; ".join(f"{k}: {v}" for k, v in parts.items()),
-                 {**(numbers or {}), "parts": dict(parts)}, causes)
+  return Finding(combine(parts), ours, reason, {**(numbers or {}), "parts": dict(parts)}, causes)
 
 
 # ---------------------------------------------------------------------------------------------

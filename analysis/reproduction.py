@@ -123,7 +123,8 @@ def _parts_list(f: ev.Finding) -> list[str]:
   out = []
   for part in f.parts:
     why = f.causes.get(part)
-    out.append(f"- {part}: **{_verdict_text(f, part)}**" + (f". {why}" if why else ""))
+    out.append(f"- {part}: **{_verdict_text(f, part)}**"
+               + (f". {why[0].upper()}{why[1:]}." if why else ""))
   return out
 
 
