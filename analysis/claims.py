@@ -97,8 +97,12 @@ def sensitivity_range(runs: pd.DataFrame) -> tuple[float, float]:
 PAPER_RANGE_IN_GRID = (1e-3, 3e-1)
 
 
+def _ratio(a: float, b: float) -> float:
+  return a / b if b else math.nan
+
+
 def _ratios_text(gaps: pd.DataFrame) -> str:
-  return ", ".join(f"{size} ×{ev.fmt(r.on / r.off, 2)}" for size, r in gaps.iterrows())
+  return ", ".join(f"{size} ×{ev.fmt(_ratio(r.on, r.off), 2)}" for size, r in gaps.iterrows())
 
 
 def check_fig1(s: ev.Sweeps) -> ev.Finding:
@@ -128,7 +132,7 @@ def check_fig1(s: ev.Sweeps) -> ev.Finding:
       f"worst came {back:.0%} of the way back to ℓ0); the paper's critical LR is a divergence, "
       "and without one the cut marks where a gradual rise crosses a fifth, not an edge")}
   wide_range = headline_gaps(runs, sensitivity.Rule("single", (PAPER_RANGE_IN_GRID,)))
-  ours = "; ".join(f"{size}: {ev.fmt(r.on)} vs {ev.fmt(r.off)} (×{ev.fmt(r.on / r.off, 2)})"
+  ours = "; ".join(f"{size}: {ev.fmt(r.on)} vs {ev.fmt(r.off)} (×{ev.fmt(_ratio(r.on, r.off), 2)})"
                    for size, r in gaps.iterrows())
   reason = (f"Seed spread of sensitivity {ev.fmt(spread.sensitivity)} ({spread.seeds} seeds); "
             f"critical LR without qk-LN (where the loss has come a fifth of the way back to ℓ0, "
@@ -142,7 +146,8 @@ def check_fig1(s: ev.Sweeps) -> ev.Finding:
        "sensitivity_off": list(gaps["off"]), "gap": list(gaps["gap"]),
        "seed_range": list(gaps["seed_range"]), "critical_lr_off": crit,
        "max_loss_gap_below_critical": worst_gap, "hard_failures_off": hard,
-       "ratio_paper_range": list(wide_range["on"] / wide_range["off"])}, causes)
+       "ratio_paper_range": [_ratio(a, b) for a, b in zip(wide_range["on"], wide_range["off"])]},
+      causes)
 
 
 # ---------------------------------------------------------------------------------------------

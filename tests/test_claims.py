@@ -863,6 +863,81 @@ def test_ablations_not_run_while_one_sweep_is_missing(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# No criterion holds at initialization
+
+
+def untrained(runs: list[Run]) -> list[Run]:
+  """The same runs as if training had not moved them: every loss ℓ0, every metric at its step-0
+  value throughout, nothing diverged."""
+  return [dataclasses.replace(
+      r, loss=INIT_LOSS, evals=[INIT_LOSS] * len(r.evals) if r.evals else None,
+      metrics={k: [v[0]] * len(v) for k, v in r.metrics.items()} if r.metrics else None)
+      for r in runs]
+
+
+def e1_runs() -> list[Run]:
+  logit, norm, _ = E1_CASES[ev.REPRODUCED]
+  return [Run("qkln-off", LARGE, 0.1, D, metrics={
+              LOGIT: logit, "q_norm/block_0": norm, "k_norm/block_0": norm,
+              "qk_cos/block_0": [0.1, 0.2, 0.3]}),
+          Run("qkln-on", LARGE, 0.1, metrics={LOGIT: [1.0, 2.0, 3.0]})]
+
+
+def growth_runs(unstable: str, stable: str) -> list[Run]:
+  off, on = GROWTH_CASES[None]
+  return [Run(unstable, LARGE, 0.1, D, metrics={LOGIT: off}),
+          Run(stable, LARGE, 0.1, metrics={LOGIT: on})]
+
+
+def sens_runs(arms: dict[str, tuple[float, float]]) -> list[Run]:
+  return [r for arm, (small, large) in arms.items()
+          for r in by_sens(arm, SMALL, small) + by_sens(arm, LARGE, large)]
+
+
+# Per claim: the sweeps {experiment: (runs, make_sweep keywords)} of a case where it holds.
+HOLDS = {
+    claims.check_fig1: {FIG1: (fig1_runs(FIG1_HOLDS), {"sensitivity_range": (1e-3, 1e-1)})},
+    claims.check_fig2: {FIG1: (growth_runs("qkln-off", "qkln-on"), {})},
+    claims.check_e1: {FIG1: (e1_runs(), {})},
+    claims.check_fig3: {FIG3: (fig3_runs(wd_large_loss=3.2), {})},
+    claims.check_fig5: {FIG5: (sens_runs({"warmup-3": (0.5, 1.0), "warmup-150": (0.45, 0.5)}),
+                               {})},
+    claims.check_fig6: {FIG6: (sens_runs({"wd-independent": (0.3, 0.4),
+                                          "wd-coupled": (0.8, 1.0)}), {})},
+    claims.check_fig7: {FIG7: ([*by_sens("width_qkln-on", SMALL, 0.5),
+                                *by_sens("width_qkln-on", LARGE, 0.6),
+                                *by_sens("depth_qkln-on", SMALL, 0.5),
+                                *by_sens("depth_qkln-on", "d64-L4", 1.0)], {})},
+    claims.check_fig8: {FIG8: (fig8_runs(full_loss=3.5), {})},
+    claims.check_fig9: {FIG9: (fig9_runs(D), FIG9_SPEC)},
+    claims.check_fig10: {FIG10: (fig10_runs(at_1e4=4.5), {})},
+    claims.check_fig11: {FIG1: (ladder_runs(), {}), FIG11: (eps_runs(), {})},
+    claims.check_c1: {FIG1: (ladder_runs(), {})},
+    claims.check_e11: {E11: (growth_runs("squared-relu_qkln-off", "squared-relu_qkln-on"), {})},
+}
+
+
+@pytest.mark.parametrize("fn", HOLDS, ids=lambda fn: fn.__name__)
+def test_no_claim_holds_on_untrained_runs(tmp_path, fn):
+  """Each claim holds on its hand-made sweeps, and not on the same sweeps untrained."""
+  for name, (runs, keywords) in HOLDS[fn].items():
+    make_sweep(tmp_path / "trained", name, runs, **keywords)
+    make_sweep(tmp_path / "untrained", name, untrained(runs), **keywords)
+  assert check(tmp_path / "trained", fn).verdict == ev.REPRODUCED
+  assert check(tmp_path / "untrained", fn).verdict != ev.REPRODUCED
+
+
+def test_the_ablations_do_not_hold_on_untrained_runs(tmp_path):
+  ablation_sweeps(tmp_path / "trained")
+  assert check(tmp_path / "trained", claims.check_ablations).verdict == ev.REPRODUCED
+  for experiment in (E7, E8, E9, E10):
+    spec = json.loads((tmp_path / "trained" / experiment / "sweep.json").read_text())
+    runs = [Run(p["arm"], p["size"], p["lr"], INIT_LOSS) for p in spec["points"]]
+    make_sweep(tmp_path / "untrained", experiment, runs)
+  assert check(tmp_path / "untrained", claims.check_ablations).verdict != ev.REPRODUCED
+
+
+# ---------------------------------------------------------------------------------------------
 # evaluate and the page
 
 
