@@ -23,6 +23,7 @@ class Change:
 CRITERIA_2026_12_07 = "2026-12-07, criteria on principle, same reference runs"
 
 FIG1_2026_12_07 = "2026-12-07, Fig 1 made again: the faster step, three seeds"
+FIG9_2026_12_07 = "2026-12-07, Fig 9 made again: the faster step, three more LRs"
 
 CHANGES = (
     Change(CRITERIA_2026_12_07, 4, "logits drift negative and log Z leaves 0 without decay",
@@ -49,4 +50,9 @@ CHANGES = (
            "not reproduced (beyond this scale)", "reproduced",
            "the seed spread of sensitivity, now over three seeds, is 0.092 (0.066 over two); "
            "E.7's largest change between step counts, 0.169, is within twice that"),
+    Change(FIG9_2026_12_07, 9, "forecasts whether the target fails, where the naive rule cannot",
+           "not testable at this scale", "not reproduced (contrary finding)",
+           "the new LRs 0.02, 0.04 and 0.06 were added to give the forecast a point where it "
+           "could beat the naive rule; instead it forecast 'trains' at LR 0.04, where the "
+           "target failed, and the naive rule was right at all ten LRs"),
 )
