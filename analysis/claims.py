@@ -671,7 +671,8 @@ def check_fig9(s: ev.Sweeps) -> ev.Finding:
   reason = (f"{int(confirmed.sum())} of {len(checked)} forecasts confirmed; the naive rule "
             f"'fails where the largest ladder size failed' was wrong at "
             + (", ".join(f"LR {ev.fmt(lr)}" for lr in checked.loc[naive_wrong, "lr"]) or "no LR")
-            + ("" if naive_wrong.any() else ", so the grid cannot tell the forecast from it")
+            + ("" if naive_wrong.any() or not confirmed.all()
+               else ", so the grid cannot tell the forecast from it")
             + f"; median measured/predicted logit within a factor "
               f"{ev.fmt(10 ** float(np.nanmedian(ratio)), 2)}")
   causes = {forecast: "the naive rule was right at every LR of the grid too, so the grid has no "
