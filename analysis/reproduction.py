@@ -120,11 +120,13 @@ def _summary_table(found: list[tuple[claims_lib.Claim, ev.Finding]]) -> list[str
 
 
 def _parts_list(f: ev.Finding) -> list[str]:
-  out = []
+  out, said = [], set()
   for part in f.parts:
     why = f.causes.get(part)
-    out.append(f"- {part}: **{_verdict_text(f, part)}**"
-               + (f". {why[0].upper()}{why[1:]}." if why else ""))
+    text = ("" if not why else " The same cause as above." if why in said
+            else f" {why[0].upper()}{why[1:]}.")
+    said.add(why)
+    out.append(f"- {part}: **{_verdict_text(f, part)}**" + ("." if why else "") + text)
   return out
 
 
