@@ -24,6 +24,7 @@ CRITERIA_2026_12_07 = "2026-12-07, criteria on principle, same reference runs"
 
 FIG1_2026_12_07 = "2026-12-07, Fig 1 made again: the faster step, three seeds"
 FIG9_2026_12_07 = "2026-12-07, Fig 9 made again: the faster step, three more LRs"
+FIG11_2026_12_07 = "2026-12-07, Fig 11 made again: the faster step, ε arms also at LR 1e-2"
 
 CHANGES = (
     Change(CRITERIA_2026_12_07, 4, "logits drift negative and log Z leaves 0 without decay",
@@ -55,4 +56,9 @@ CHANGES = (
            "the new LRs 0.02, 0.04 and 0.06 were added to give the forecast a point where it "
            "could beat the naive rule; instead it forecast 'trains' at LR 0.04, where the "
            "target failed, and the naive rule was right at all ten LRs"),
+    Change(FIG11_2026_12_07, 11, "ε = 1e-6 hurts where grad RMS nears it",
+           "not reproduced (contrary finding)", "not testable at this scale",
+           "it was judged at LR 0.3, 30× above the optimum, where any ε that damps the update "
+           "acts as an LR cut; it is now judged at LR 1e-2, the optimum, where the grad RMS "
+           "(1.3e-4) is 130× above 1e-6: the paper's regime, ε near the grad RMS, is not there"),
 )
