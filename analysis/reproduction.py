@@ -226,7 +226,7 @@ def _claim_figures(sweeps: ev.Sweeps) -> dict[int, dict]:
   if fig3 is not None:
     size = ev.sizes_by_params(fig3)[0]
     pair = fig3[(fig3["size"] == size) & np.isclose(fig3["lr"], claims_lib.nearest_lr(fig3, 0.1))
-                & fig3["arm"].str.endswith("wd-off")]
+                & fig3["arm"].str.contains("wd-off")]  # the long pair too
     out[4] = {name: (lambda m=metric: figures.metric_over_training(pair, m, logy=False))
               for name, metric in (("log_z", "output_logit/log_z_mean"),
                                    ("mean_logit", "output_logit/mean"))}
