@@ -244,11 +244,7 @@ def peak_growth(run_dir: str, metric: str = LOGIT) -> tuple[float, float, int | 
 
 def final_value(run_dir: str, metric: str) -> float:
   """The metric at the last logged step where it is finite (NaN if never)."""
-  m = metric_frame(run_dir, metric)
-  if metric not in m:
-    return math.nan
-  finite = m[metric][np.isfinite(m[metric].astype(float))]
-  return float(finite.iloc[-1]) if len(finite) else math.nan
+  return first_and_final(run_dir, metric)[1]
 
 
 def final_window(runs: pd.DataFrame) -> int:

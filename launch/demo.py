@@ -5,7 +5,8 @@ qk-layernorm, from two seeds (the `cpu` scale of configs/fig1_qk_layernorm.py at
 size), then prints the LR sensitivity of each arm, their ratio per seed and over both, whether
 the gap holds beyond the spread between seeds (judged as docs/reproduction.md judges claim 1,
 beside the reference runs' verdict), the max attention logit at high LR, and the same ratios in
-the committed reference runs of the whole ladder, and draws the figures. Re-running reuses finished runs.
+the committed reference runs of the whole ladder, and draws the figures. Re-running reuses
+finished runs.
 
 Why two seeds of one size: one seed's LR sensitivity moves by about 0.07 from seed to seed (the
 reference's spread), as much as the margin the headline is judged by; two seeds of the two
@@ -87,11 +88,12 @@ def ratio_lines(table) -> str:
                     *ratio_rows(table)])
 
 
-def verdict_rows(runs, spread: float) -> dict[str, str]:
-  """Per size: claim 1's first part as docs/reproduction.md judges it, with its numbers."""
+def verdict_rows(runs, spread: float) -> dict[str, tuple[bool, str]]:
+  """Per size: claim 1's first part as docs/reproduction.md judges it, and its numbers."""
   gaps = claims.headline_gaps(runs)
   holds = claims.higher_without_qkln(gaps, spread)
-  return {size: (f"gap {r.gap:.3f} (without − with, mean of the seeds), seed range "
+  return {size: (bool(holds[size]),
+                 f"gap {r.gap:.3f} (without − with, mean of the seeds), seed range "
                  f"{r.seed_range:.3f}, spread {spread:.3f}: "
                  + ("holds beyond them" if holds[size] else "not beyond them"))
           for size, r in gaps.iterrows()}
@@ -110,12 +112,12 @@ def verdict_lines(runs, reference_dir: str) -> str:
   if reference is not None:
     sizes = set(runs["size"])
     theirs = verdict_rows(reference[reference["size"].isin(sizes)], spread)
-  for size, text in ours.items():
+  for size, (holds, text) in ours.items():
     lines.append(f"  {size:10s} this run: {text}")
     if size in theirs:
-      same = theirs[size].endswith("holds beyond them") == text.endswith("holds beyond them")
-      lines.append(f"  {'':10s} reference: {theirs[size]} "
-                   f"({'same verdict' if same else 'VERDICT DIFFERS'})")
+      their_holds, their_text = theirs[size]
+      lines.append(f"  {'':10s} reference: {their_text} "
+                   f"({'same verdict' if their_holds == holds else 'VERDICT DIFFERS'})")
   return "\n".join(lines)
 
 
