@@ -17,7 +17,10 @@ standard_qkln-on; Fig E.4: the qkln-off arms; Fig E.5: mup-intermediate and mup-
 sensitivity vs parameters (Fig 8 bottom).
 
 cpu scale: the two smaller sizes (d64-L2, d128-L2: widths 64 and 128) and only the arms the
-claims read (CPU_ARMS): standard on/off (fig1's runs), mup-simple on/off and mup-full on.
+claims read (CPU_ARMS): standard on/off (fig1's runs), mup-simple on/off and mup-full on. The
+arms the claim compares across widths (WIDTH_ARMS) also train d256-L2, so that widths span 4×:
+over 64-128 the standard model's best LR did not move, which left μParam nothing to hold steady
+(the paper's widths span 8×; d512-L2, 4× the work of d256-L2, would not fit the budget).
 
 Not here: Fig E.6 (standard parametrization with only the 1/d_h attention scale) needs a model
 option that scales attention by 1/d_h without the rest of μParam (full); model.parametrization
@@ -46,6 +49,11 @@ CPU_ARMS = ("standard_qkln-on", "standard_qkln-off", "mup-simple_qkln-on", "mup-
             "mup-full_qkln-on")
 
 
+# The arms whose claim parts compare widths; at cpu scale they also train the widest size.
+WIDTH_ARMS = ("standard_qkln-on", "mup-simple_qkln-on", "mup-simple_qkln-off")
+CPU_WIDEST = "d256-L2"
+
+
 def arms(scale: str) -> dict[str, dict]:
   param_arms = {}
   for label, parametrization in PARAMETRIZATIONS.items():
@@ -65,7 +73,8 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   points = []
   for label, overrides in arms(scale).items():
     arm_lrs = grid.extend_lrs(lrs, above=1) if label == EXTENDED_ARM else lrs
-    points += grid.sweep({label: overrides}, sizes, arm_lrs)
+    widest = scale == "cpu" and label in WIDTH_ARMS and not kv.get("sizes")
+    points += grid.sweep({label: overrides}, sizes + (CPU_WIDEST,) * widest, arm_lrs)
   return grid.Grid(
       experiment="fig8_mup", scale=scale, figure="Fig 8, Fig E.4, Fig E.5", points=points,
       sensitivity=grid.single_sensitivity(scale))

@@ -16,7 +16,8 @@ ladder (docs/reproduction.md).
   python -m launch.demo [--out=results/demo] [--sizes=d64-L2] [--seeds=0+1]
                         [--reference=reference/cpu/fig1_qk_layernorm] [--batch=auto|on|off]
 
-(`--out` and `--batch` are launch.sweep's flags.)
+(`--out`, `--batch` and `--workers` are launch.sweep's flags; `--workers` is `auto` here: one
+runner per core, each run on one core, as the reference runs were made.)
 """
 
 import math
@@ -142,15 +143,27 @@ def reference_lines(runs, reference_dir: str) -> str:
   return "\n".join(lines)
 
 
+def train(grid, experiment: str, out: str) -> None:
+  """The demo's runs: on a CPU one runner per core, each run on one core as the reference runs
+  were made (unless `--workers` says otherwise); else in this process."""
+  requested = sweep._WORKERS.value if flags.FLAGS["workers"].present else "auto"
+  count = sweep.runner_count(requested, sweep._BATCH.value)
+  if count == 1:
+    sweep.run_grid(grid, out, batch=sweep.should_batch(sweep._BATCH.value, grid))
+  else:
+    sweep.run_workers(experiment, out, count)
+
+
 def main(argv):
   del argv
   runtime.prepare_training_process()
   start = time.time()
   out = sweep._OUT.value or "results/demo"
-  grid = fig1_qk_layernorm.get_grid(f"scale=cpu,sizes={_SIZES.value},seeds={_SEEDS.value}")
+  arg = f"scale=cpu,sizes={_SIZES.value},seeds={_SEEDS.value}"
+  grid = fig1_qk_layernorm.get_grid(arg)
   print(f"[demo] {len(grid.points)} runs of {grid.experiment} into {out} "
         "(finished runs are reused)", flush=True)
-  sweep.run_grid(grid, out, batch=sweep.should_batch(sweep._BATCH.value, grid))
+  train(grid, f"configs/fig1_qk_layernorm.py:{arg}", out)
 
   runs = results.load_runs(out)
   runs = runs[runs["name"].isin({p.name for p in grid.points})]  # not other runs left in `out`

@@ -3,7 +3,7 @@
   python -m launch.reproduce [--only=fig1_qk_layernorm,fig3_output_logit_divergence]
                              [--out=results/reproduce] [--reference=results/reference/cpu]
                              [--doc=results/reproduction.md] [--train=false] [--batch=auto]
-                             [--workers=1] [--update_reference]
+                             [--workers=auto] [--update_reference]
 
 For each experiment, in the order of EXPERIMENTS:
   1. points that train what a finished run of an earlier experiment trained (the same config, or
@@ -12,8 +12,8 @@ For each experiment, in the order of EXPERIMENTS:
      (the default-recipe runs are shared by most figures);
   2. the rest are trained by launch.sweep's runner: resumable, locked, a failed point recorded,
      an experiment's LRs batched into one program where `--batch` says (auto: on an accelerator,
-     at small steps; never on a CPU, where it does not pay), or by `--workers` runners side by
-     side, each on its own CPU cores;
+     at small steps; never on a CPU, where it does not pay), or on a CPU by one runner per core
+     side by side, each run on one core (`--workers=auto`, as reference/cpu/ was made);
   3. its runs are written, compact, to `<reference>/<experiment>/` (reference.export).
 Then every claim is checked on `<reference>` and the page is redrawn (analysis.reproduction), and
 each claim's verdict is set beside the committed reference runs' (reference/cpu). By default the
@@ -48,6 +48,16 @@ REPO_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               COMMITTED_REFERENCE)
 
 
+def _workers_value(value: str) -> str | int:
+  """`auto` or a number of runners (argparse reports a bad one in a line)."""
+  if value == "auto":
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise argparse.ArgumentTypeError("a number of runners or auto") from None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m launch.reproduce", description=__doc__.split(
       "\n")[0])
@@ -68,10 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="train missing points (false: only export and redraw the page)")
   parser.add_argument("--batch", default="auto", choices=["auto", "on", "off"],
                       help="train each experiment's LRs as vmapped groups (launch.sweep --batch)")
-  parser.add_argument("--workers", type=int, default=1,
-                      help="sweep runners on disjoint CPU cores (launch/workers.py); runs on "
-                           "fewer cores round differently from the committed reference runs; "
-                           "not with --batch=on")
+  parser.add_argument("--workers", default="auto", type=_workers_value,
+                      help="sweep runners on disjoint CPU cores (launch/workers.py). auto: one "
+                           "per core on a CPU, each run on one core, as the committed reference "
+                           "runs were made (runs with more threads round differently); 1 on an "
+                           "accelerator or with --batch=on")
   args = parser.parse_args(argv)
   if args.reference is None:
     args.reference = COMMITTED_REFERENCE if args.update_reference else OWN_REFERENCE
@@ -314,13 +325,14 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   grids = select(all_grids(), args.only)
   if args.train == "true":
-    try:
-      workers.check_flags(args.workers, args.batch)  # fails here, not after the first experiment
+    from stability import runtime
+    runtime.prepare_training_process()
+    try:  # fails here, not after the first experiment
+      args.workers = workers.count(args.workers, args.batch)
+      workers.check_flags(args.workers, args.batch)
     except ValueError as e:
       print(f"[reproduce] {e}", file=sys.stderr)
       return 2
-    from stability import runtime
-    runtime.prepare_training_process()
     for reference_dir in dict.fromkeys([args.reference, COMMITTED_REFERENCE]):
       warn_other_runs(reference_dir, grids)
   started = time.time()

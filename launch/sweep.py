@@ -60,9 +60,10 @@ _BATCH = flags.DEFINE_enum(
 # --batch=auto groups runs whose steps hold at most this many tokens (between the 2,048 measured
 # to gain and the 131,072 measured to lose on an H100: a choice, not a measurement).
 BATCH_AUTO_MAX_TOKENS = 16_384
-_WORKERS = flags.DEFINE_integer(
-    "workers", 1, "runners on disjoint CPU cores at once (launch/workers.py; CPU only, and runs "
-    "on fewer cores round differently)")
+_WORKERS = flags.DEFINE_string(
+    "workers", "1", "runners on disjoint CPU cores at once (launch/workers.py; CPU only). auto: "
+    "one per core, each run on one core, as reference/cpu/ was made (runs with more threads "
+    "round differently)")
 _SET = flags.DEFINE_multi_string(
     "set", [], "extra override for every point, e.g. --set=train.steps=100 (or, as stability.main "
     "takes them, --config.train.steps=100)")
@@ -347,21 +348,27 @@ def status_counts(grid: grid_lib.Grid, out: str, only: str = "") -> dict[str, in
                                   for p in grid.points if re.search(only, p.name)))
 
 
-def run_workers(grid: grid_lib.Grid, out: str) -> dict[str, int]:
-  """--workers runners on their own cores (launch/workers.py); a SIGTERM here stops them too."""
+def runner_count(requested: str, batch: str) -> int:
+  """The runners `--workers` asks for, checked against these CPUs and `--batch` (a UsageError)."""
   from launch import workers
   try:
-    workers.check_flags(_WORKERS.value, _BATCH.value)
+    count = workers.count(requested, batch)
+    workers.check_flags(count, batch)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  return count
+
+
+def run_workers(experiment: str, out: str, count: int, only: str = "",
+                sets: tuple[str, ...] = ()) -> None:
+  """`count` runners on their own cores (launch/workers.py); a SIGTERM here stops them too."""
+  from launch import workers
   stop = threading.Event()
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
   try:
-    workers.run(_EXPERIMENT.value, out, _WORKERS.value, _ONLY.value, tuple(_SET.value),
-                should_stop=stop.is_set)
+    workers.run(experiment, out, count, only, sets, should_stop=stop.is_set)
   finally:
     signal.signal(signal.SIGTERM, previous)
-  return status_counts(grid, out, _ONLY.value)
 
 
 def main(argv):
@@ -380,11 +387,13 @@ def main(argv):
     print(dry_run(grid, _DEVICE.value, _MFU.value))
     return
   out = _OUT.value or os.path.join("results", grid.experiment)
-  if _WORKERS.value != 1:
-    counts = run_workers(grid, out)
+  from stability import runtime
+  runtime.prepare_training_process()
+  count = runner_count(_WORKERS.value, _BATCH.value)
+  if count != 1:
+    run_workers(_EXPERIMENT.value, out, count, _ONLY.value, tuple(_SET.value))
+    counts = status_counts(grid, out, _ONLY.value)
   else:
-    from stability import runtime
-    runtime.prepare_training_process()
     counts = run_grid(grid, out, _ONLY.value, batch=should_batch(_BATCH.value, grid))
   print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
   sys.exit(1 if counts.get("failed") else 0)

@@ -2,12 +2,14 @@
 
 On a CPU, small models leave cores idle: XLA splits each small op across every core and waits
 between ops. Runners on disjoint cores train different points side by side (docs/performance.md:
-two one-core runners finish a cpu-scale grid 1.19× sooner on two cores). The runners share the
-sweep folder, and its point locks keep them off each other's points.
+two one-core runners finish the cpu-scale Fig 1 points 1.18-1.23× sooner than one runner on two
+cores). The runners share the sweep folder, and its point locks keep them off each other's points.
 
-Rounding depends on how many threads a run has, so a run on fewer cores does not end bit for bit
-where a run on all cores does; compare runs made with the same `--workers` on the same machine.
+Rounding depends on how many threads a run has. `--workers=auto` (the default of `make demo` and
+`make reproduce`, and how reference/cpu/ was made) gives each run exactly one core, so a run
+rounds the same on a machine of any core count; runs made with fewer runners than cores do not.
 """
+
 
 import os
 import signal
@@ -26,6 +28,20 @@ def cpu_sets(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
   size, extra = divmod(len(cpus), workers)
   starts = [i * size + min(i, extra) for i in range(workers + 1)]
   return [cpus[starts[i]:starts[i + 1]] for i in range(workers)]
+
+
+def count(requested: str | int, batch: str = "auto") -> int:
+  """Runners for a `--workers` value: a number as given; "auto" is one per CPU this process may
+  use when JAX computes on the CPU and runs are not batched (each run on one core), else 1."""
+  if str(requested) != "auto":
+    try:
+      return int(requested)
+    except ValueError:
+      raise ValueError(f"--workers={requested}: give a number of runners or auto") from None
+  import jax  # only here: the launchers parse their flags without starting a backend
+  if batch == "on" or jax.default_backend() != "cpu":
+    return 1
+  return len(os.sched_getaffinity(0))
 
 
 def check_flags(workers: int, batch: str) -> None:

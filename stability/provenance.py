@@ -55,10 +55,12 @@ def software() -> dict:
 
 
 def record(data_source, compiler_options: dict) -> dict:
-  """`software()`, the programs' XLA `compiler_options` (`stability.compiler_options`), and the
-  text the data source (a `stability.data.Source` or its config) reads where its config alone
-  does not say (the embedded corpus)."""
-  out = {**software(), "compiler_options": dict(compiler_options), "numerics": fmt.NUMERICS}
+  """`software()`, the programs' XLA `compiler_options` (`stability.compiler_options`), the CPUs
+  this process may use (on a CPU a run's rounding depends on its thread count), and the text the
+  data source (a `stability.data.Source` or its config) reads where its config alone does not
+  say (the embedded corpus)."""
+  out = {**software(), "compiler_options": dict(compiler_options), "numerics": fmt.NUMERICS,
+         "cpus": len(os.sched_getaffinity(0))}
   corpus = data_lib.source_for(data_source).fingerprint()
   if corpus is not None:
     out["corpus"] = corpus

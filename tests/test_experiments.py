@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from analysis import sensitivity as sensitivity_lib
-from configs import fig1_qk_layernorm, grid
+from configs import fig1_qk_layernorm, fig8_mup, grid
 from stability import sizes
 from launch import sweep
 from stability.data import embedded_corpus
@@ -232,6 +232,22 @@ def test_fig8_mup_arms_and_lr_1_for_full_mup_with_qkln():
   assert len(g.points) == 8 * 8 * 7 + 8
   assert one_value(get_grid("fig8_mup", "", "cpu"), "mup-simple_qkln-on",
                    "model.mup_base_width") == 64
+
+
+def test_cpu_width_and_depth_spans_for_figs_7_and_8():
+  """At cpu scale Fig 7 spans at least 0.9 decades of parameters in each direction, and the arms
+  Fig 8 compares across widths span 4× in width (the other arms keep the two smaller widths)."""
+  fig7 = layout(get_grid("fig7_width_depth", "", "cpu"))
+  params = sizes.non_embedding_params
+  decades = {arm: math.log10(max(map(params, by_size)) / params("d64-L2"))
+             for arm, by_size in fig7.items()}
+  assert min(decades.values()) >= 0.9, decades
+  fig8 = layout(get_grid("fig8_mup", "", "cpu"))
+  for arm, by_size in fig8.items():
+    widest = ("d256-L2",) if arm in fig8_mup.WIDTH_ARMS else ()
+    assert tuple(by_size) == ("d64-L2", "d128-L2") + widest, arm
+  assert tuple(layout(get_grid("fig8_mup", "sizes=d64-L2", "cpu"))["mup-simple_qkln-on"]) == (
+      "d64-L2",)
 
 
 def test_fig9_ladder_without_qkln_plus_the_4p8b_target():

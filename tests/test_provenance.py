@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import os
 import platform
 import subprocess
 
@@ -26,6 +27,7 @@ def test_record_names_python_packages_flags_and_no_corpus_without_the_embedded_s
   assert got["jax"] == jax.__version__ and got["jaxlib"] and got["flax"] and got["optax"]
   assert got["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type="
   assert got["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
+  assert got["cpus"] == len(os.sched_getaffinity(0))
   assert "corpus" not in got
 
 

@@ -15,6 +15,7 @@ from stability import result_format as fmt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "reference/cpu"
+IN_PROCESS = ("--workers=1",)  # the tests below replace the training in this process
 DOC = "docs/reproduction.md"
 
 
@@ -227,7 +228,8 @@ def test_a_preempted_experiment_stops_the_reproduction(tmp_path, monkeypatch):
     return {"preempted": 1}
 
   monkeypatch.setattr(reproduce.sweep, "run_grid", fake_run_grid)
-  code = reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}",
+  code = reproduce.main([*IN_PROCESS, f"--out={tmp_path / 'out'}",
+                         f"--reference={tmp_path / 'ref'}",
                          "--doc=", "--only=fig10,fig11"])
   assert code == reproduce.EXIT_PREEMPTED and trained == ["fig10_forced_logits"]
   # What had finished is still exported before it stops.
@@ -246,7 +248,8 @@ def test_batch_flag_reaches_the_sweep_runner_and_auto_never_batches_on_cpu(tmp_p
 
   monkeypatch.setattr(reproduce.sweep, "run_grid", fake_run_grid)
   for flag in ("auto", "on", "off"):
-    reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}", "--doc=",
+    reproduce.main([*IN_PROCESS, f"--out={tmp_path / 'out'}",
+                    f"--reference={tmp_path / 'ref'}", "--doc=",
                     "--only=fig10", f"--batch={flag}"])
   assert batched == [False, True, False]
   # What it trained is recorded with the corpus it trained on.
@@ -261,7 +264,8 @@ def test_runs_made_on_another_corpus_are_noted_before_training(tmp_path, monkeyp
   other.mkdir(parents=True)
   (other / reference.CORPUS).write_text(json.dumps(
       {"corpus": "stdlib-docstrings-v1-py3.99.0", "documents": 1, "sha256": "0" * 64}))
-  reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}", "--doc=",
+  reproduce.main([*IN_PROCESS, f"--out={tmp_path / 'out'}",
+                  f"--reference={tmp_path / 'ref'}", "--doc=",
                   "--only=fig10"])
   out = capsys.readouterr().out
   assert "[reproduce] note:" in out and "py3.99.0" in out
@@ -280,8 +284,9 @@ def test_sigterm_between_points_stops_before_the_next_point(tmp_path, monkeypatc
 
   monkeypatch.setattr(reproduce.sweep, "run_grid", fake_run_grid)
   try:
-    code = reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}",
-                           "--doc=", "--only=fig10,fig11"])
+    code = reproduce.main([*IN_PROCESS, f"--out={tmp_path / 'out'}",
+                          f"--reference={tmp_path / 'ref'}",
+                          "--doc=", "--only=fig10,fig11"])
   finally:
     reproduce.STOP.clear()
   assert code == reproduce.EXIT_PREEMPTED and seen == [("fig10_forced_logits", True)]
@@ -333,7 +338,8 @@ def test_by_default_the_committed_reference_is_left_alone_and_compared_with(tmp_
   experiment = "fig10_forced_logits"
   shutil.copytree(os.path.join(REFERENCE, experiment), tmp_path / "out" / experiment)
   before = sorted(os.listdir(os.path.join(REFERENCE, experiment)))
-  assert reproduce.main([f"--out={tmp_path / 'out'}", f"--reference={tmp_path / 'ref'}",
+  assert reproduce.main([*IN_PROCESS, f"--out={tmp_path / 'out'}",
+                         f"--reference={tmp_path / 'ref'}",
                          f"--doc={tmp_path / 'page.md'}", "--only=fig10", "--train=false"]) == 0
   out = capsys.readouterr().out
   assert "verdicts against the committed reference runs (reference/cpu)" in out

@@ -116,3 +116,29 @@ def test_sigterm_to_a_workers_sweep_stops_its_runners(tmp_path):
     assert not subprocess.run(["pgrep", "-f", out], capture_output=True).stdout  # none left
   finally:
     subprocess.run(["pkill", "-f", out])  # a runner left behind must not outlive the test
+
+
+def test_count_auto_is_one_runner_per_cpu_unless_batched():
+  assert workers.count("3") == 3 and workers.count(2) == 2
+  assert workers.count("auto") == len(os.sched_getaffinity(0))  # the tests compute on the CPU
+  assert workers.count("auto", batch="on") == 1
+  with pytest.raises(ValueError, match="--workers=some: give a number of runners or auto"):
+    workers.count("some")
+
+
+def test_reproduce_and_demo_default_to_one_runner_per_core(monkeypatch):
+  from absl import flags
+  from launch import demo, reproduce, sweep
+  assert reproduce.parse_args([]).workers == "auto"
+  calls = []
+  monkeypatch.setattr(sweep, "runner_count", lambda requested, batch: calls.append(requested) or 2)
+  monkeypatch.setattr(sweep, "run_workers", lambda *args: calls.append(args))
+  monkeypatch.setattr(sweep, "run_grid", lambda *args, **kwargs: calls.append("in process"))
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  demo.train(None, "configs/fig1_qk_layernorm.py:scale=cpu,sizes=d64-L2,seeds=0+1", "out")
+  assert calls == ["auto", ("configs/fig1_qk_layernorm.py:scale=cpu,sizes=d64-L2,seeds=0+1",
+                            "out", 2)]
+  monkeypatch.setattr(sweep, "runner_count", lambda requested, batch: 1)
+  demo.train(None, "unused", "out")
+  assert calls[-1] == "in process"
