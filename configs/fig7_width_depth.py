@@ -12,8 +12,8 @@ tilt each by spread/span: over the 0.6 decades of parameters of d64-d128 and of 
 tolerance was 0.31 per decade, over five times the difference those runs showed (-0.055).
 d256-L2 and d64-L16 give 1.2 decades of width (0.1M-1.6M) and 0.9 of depth (0.1M-0.8M), which
 cuts it to about 0.18, within the 40-minute budget of an experiment (a run of either takes
-about a minute on two cores; the next sizes, d512-L2 and d64-L32, are 4× and 2× the work). d256-L2
-with qk-layernorm is the default recipe, shared with configs/fig8_mup.py.
+about a minute on two cores; the next sizes, d512-L2 and d64-L32, are 4× and 2× the work).
+d256-L2 with qk-layernorm is the default recipe, shared with configs/fig8_mup.py.
 Overrides: `width=a+b`, `depth=a+b` (or `sizes=a+b` for both). LRs: the scale's grid.
 
 Makes: final eval loss vs LR per size and arm (Fig 7 and, for the qkln-off arms, Fig E.2), LR
@@ -30,8 +30,8 @@ from stability import sizes
 
 WIDTH = {"cpu": ("d64-L2", "d128-L2", "d256-L2"), "gpu": ("d256-L6", "d512-L6", "d768-L6"),
          "paper": sizes.WIDTH_SWEEP}
-DEPTH = {"cpu": ("d64-L2", "d64-L4", "d64-L8", "d64-L16"), "gpu": ("d512-L3", "d512-L6", "d512-L12"),
-         "paper": sizes.DEPTH_SWEEP}
+DEPTH = {"cpu": ("d64-L2", "d64-L4", "d64-L8", "d64-L16"),
+         "gpu": ("d512-L3", "d512-L6", "d512-L12"), "paper": sizes.DEPTH_SWEEP}
 
 
 def get_grid(arg: str | None = None) -> grid.Grid:

@@ -328,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     from stability import runtime
     runtime.prepare_training_process()
     try:  # fails here, not after the first experiment
-      args.workers = workers.count(args.workers, args.batch)
-      workers.check_flags(args.workers, args.batch)
+      args.workers = workers.resolve(args.workers, args.batch)
     except ValueError as e:
       print(f"[reproduce] {e}", file=sys.stderr)
       return 2

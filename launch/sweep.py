@@ -352,11 +352,9 @@ def runner_count(requested: str, batch: str) -> int:
   """The runners `--workers` asks for, checked against these CPUs and `--batch` (a UsageError)."""
   from launch import workers
   try:
-    count = workers.count(requested, batch)
-    workers.check_flags(count, batch)
+    return workers.resolve(requested, batch)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  return count
 
 
 def run_workers(experiment: str, out: str, count: int, only: str = "",

@@ -10,7 +10,6 @@ Rounding depends on how many threads a run has. `--workers=auto` (the default of
 rounds the same on a machine of any core count; runs made with fewer runners than cores do not.
 """
 
-
 import os
 import signal
 import subprocess
@@ -42,6 +41,13 @@ def count(requested: str | int, batch: str = "auto") -> int:
   if batch == "on" or jax.default_backend() != "cpu":
     return 1
   return len(os.sched_getaffinity(0))
+
+
+def resolve(requested: str | int, batch: str = "auto") -> int:
+  """`count(requested, batch)`, checked by `check_flags` (ValueError before anything trains)."""
+  workers = count(requested, batch)
+  check_flags(workers, batch)
+  return workers
 
 
 def check_flags(workers: int, batch: str) -> None:
