@@ -54,7 +54,8 @@ def _timing(root: str, experiment: str) -> str:
   try:
     with open(os.path.join(root, experiment, "timing.json")) as f:
       t = json.load(f)
-    return f"{t['runs']} runs, {t['train_minutes_alone']:.0f} min of training when run alone"
+    return (f"{t['runs']} runs whose wall times sum to {t['train_minutes_alone']:.0f} min; "
+            "one runner per core shares that among the cores")
   except (OSError, json.JSONDecodeError, KeyError):
     return "not run"
 

@@ -238,10 +238,10 @@ def run_costs(flops: dict[str, float], reference_s: dict[str, float]) -> dict[st
 class Progress:
   """Minutes so far and an ETA for the whole reproduction: the runs left, each weighted by its
   reference run's time (`run_costs`), at the pace measured so far (before any: the reference
-  runs' pace)."""
+  runs' pace, their seconds shared among the `runners` that train side by side)."""
 
-  def __init__(self, grids: list[grid_lib.Grid], out: str, reference_dir: str):
-    self.out = out
+  def __init__(self, grids: list[grid_lib.Grid], out: str, reference_dir: str, runners: int = 1):
+    self.out, self.runners = out, runners
     # The committed runs say which runs are long where `reference_dir` (a new one) has none.
     timed = {**reference.wall_seconds(REPO_REFERENCE), **reference.wall_seconds(reference_dir)}
     self.costs = run_costs(run_flops(grids), timed)
@@ -261,7 +261,7 @@ class Progress:
     if done > 0 and minutes > 0:
       eta = f"ETA {left / done * minutes:.0f} min"
     elif self.in_seconds:  # nothing trained yet: the reference runs' own times
-      eta = f"ETA {left / 60:.0f} min at the reference runs' pace"
+      eta = f"ETA {left / self.runners / 60:.0f} min at the reference runs' pace"
     else:
       eta = "ETA unknown"
     return f"{minutes:.1f} min so far, {left / max(self.total, 1):.0%} of the training left, {eta}"
@@ -314,7 +314,7 @@ def warn_other_runs(reference_dir: str, grids: list[grid_lib.Grid]) -> None:
 
 def train_all(args: argparse.Namespace, grids: list[grid_lib.Grid]) -> bool:
   """Runs the experiments in order; False if a SIGTERM stopped them."""
-  progress = Progress(grids, args.out, args.reference)
+  progress = Progress(grids, args.out, args.reference, args.workers)
   for i, grid in enumerate(grids, 1):
     if run_experiment(args, grid, i, len(grids), progress).get("preempted") or STOP.is_set():
       return False

@@ -154,6 +154,9 @@ def test_eta_weights_each_distinct_run_by_its_reference_seconds(in_repo, tmp_pat
   # Before a run has trained, the ETA is the reference runs' own pace (it said "unknown").
   assert progress.line().endswith(
       f"ETA {progress.total / 60:.0f} min at the reference runs' pace")
+  two_runners = reproduce.Progress(grids, str(tmp_path), REFERENCE, runners=2)
+  assert two_runners.line().endswith(
+      f"ETA {progress.total / 2 / 60:.0f} min at the reference runs' pace")
   # A finished run leaves the estimate once, though two experiments share its config.
   fig1 = grids[0]
   point = fig1.point("d128-L2_lr3e-01_qkln-on")
