@@ -109,33 +109,33 @@ class Throughput:
                  f"{rate:.2f}" if rate else "?", eta)
 
 
-def train_group(config, run, members: list[members_lib.Member], checkpoint_dir,
+def train_group(run, group: members_lib.Group, checkpoint_dir,
                 source: data_lib.Source) -> list[dict]:
-  """Trains the members (`config` is the first one's) and returns their summaries.
+  """Trains the group's members and returns their summaries.
 
   `run` is a `run.Run` of the M members: it inits, steps, evaluates and says which members'
-  parameters are finite, each answer [M]. `source` is the validated data source they share.
+  parameters are finite, each answer [M]; `run.config` is the first member's config. `source`
+  is the validated data source they share.
   """
   try:
-    group = members_lib.Group(config, run, members)
-    return Training(config, run, group, checkpoint_dir, source).train()
+    return Training(run, group, checkpoint_dir, source).train()
   except Exception as e:
-    for m in members:  # all but those whose verdict is on disk (finished or diverged before)
+    for m in group.members:  # all but those whose verdict is on disk (finished or diverged before)
       if (m.files.read_summary() or {}).get("status") not in result_format.FINISHED:
         m.files.write_summary({**(m.files.read_summary() or {}), "status": "failed",
                                "error": f"{type(e).__name__}: {e}"[:2000]})
     raise
   finally:
-    for m in members:
+    for m in group.members:
       m.close()
 
 
 class Training:
   """One session of a group's training: restore or init, step, finish."""
 
-  def __init__(self, config, run, group: members_lib.Group, checkpoint_dir,
-               source: data_lib.Source):
-    self.config, self.run, self.group, self.source = config, run, group, source
+  def __init__(self, run, group: members_lib.Group, checkpoint_dir, source: data_lib.Source):
+    self.run, self.group, self.source = run, group, source
+    self.config = config = run.config
     self.total = config.train.steps
     pi, pc = jax.process_index(), jax.process_count()
     self.ckpt = checkpoint_lib.Checkpointer(checkpoint_dir, keep=config.train.keep_ckpts)

@@ -55,8 +55,9 @@ class Member:
   def __init__(self, index: int, config: ml_collections.ConfigDict, workdir, *, is_writer: bool):
     self.index = index
     self.config = config
+    self.config_json = result_format.config_json(config)  # as its config.json holds it
     self.files = run_files.RunFiles(workdir, writer=is_writer)
-    self.files.write_config(result_format.config_json(config))
+    self.files.write_config(self.config_json)
     self.tensorboard = None  # opened by `open_tensorboard` once the member is to be trained
     self.status = "running"
     self.diverged_at = None
@@ -123,9 +124,12 @@ def saved_members(progress: dict, k: int) -> list[dict]:
 class Group:
   """The members trained together: their log rows, divergence verdicts and summaries."""
 
-  def __init__(self, config, run, members: list[Member]):
-    self.members = members
-    self.tokens_per_step = config.data.batch_size * config.model.seq_len
+  def __init__(self, run, configs, workdirs, *, is_writer: bool):
+    """`run`: the `run.Run` built for `configs`, one member each, written to `workdirs` by the
+    process that `is_writer`."""
+    self.members = [Member(i, c, w, is_writer=is_writer)
+                    for i, (c, w) in enumerate(zip(configs, workdirs))]
+    self.tokens_per_step = run.config.data.batch_size * run.config.model.seq_len
     self.trained: list[Member] = []  # this session's; the others finished earlier
     m = run.model_cfg  # the architecture the run was built with
     self.shared = {  # the summary fields every member shares (init_eval_loss: `begin`)
@@ -134,7 +138,7 @@ class Group:
         "head_impl": m.head_impl,  # what config's `auto` resolved to
         "flops_per_token": flops.model_flops_per_token(m, m.vocab_size),
         "num_devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
-        "batched_members": len(members)}
+        "batched_members": len(self.members)}
 
   @property
   def running(self) -> list[Member]:
@@ -165,7 +169,7 @@ class Group:
     for m in self.trained:
       m.open_tensorboard()
       if start == 0 and m.tensorboard is not None:
-        m.tensorboard.write_hparams(result_format.flatten(result_format.config_json(m.config)))
+        m.tensorboard.write_hparams(result_format.flatten(m.config_json))
       m.files.write_summary(self.summary_of(m, start))
 
   def summary_of(self, m: Member, steps: int, **extra) -> dict:

@@ -21,7 +21,6 @@ import optax
 from stability import parametrization
 
 
-
 def lr_schedule(peak_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
   """Linear warm-up from 0 to `peak_lr`, then cosine decay to the absolute `min_lr` at the end."""
   cosine = optax.cosine_decay_schedule(
@@ -61,34 +60,45 @@ class Optimizer:
 SCALAR_HYPERS = ("peak_lr", "min_lr", "b1", "b2", "eps", "clip_norm", "weight_decay")
 
 
-def make_optimizer(opt_cfg, *, total_steps: int, parametrization_name: str = "standard",
-                   d_model: int = 256, mup_base_width: int = 256,
-                   hypers: dict | None = None) -> Optimizer:
-  """Builds the chain from `config.opt`; `hypers` overrides SCALAR_HYPERS, e.g. with tracers."""
-  h = {name: opt_cfg[name] for name in SCALAR_HYPERS}
-  h.update(hypers or {})
-  schedule = lr_schedule(h["peak_lr"], h["min_lr"], opt_cfg.warmup_steps, total_steps)
+def optimizer_builder(opt_cfg, *, total_steps: int, parametrization_name: str = "standard",
+                      d_model: int = 256, mup_base_width: int = 256
+                      ) -> Callable[[dict | None], Optimizer]:
+  """Reads `config.opt` once; returns `build(hypers)`, the chain with SCALAR_HYPERS overridden
+  by `hypers` (e.g. tracers, one member's values). What is not a scalar hyper-parameter (the
+  warm-up, decay mode and mask, clipping on or off) is fixed here: it shapes the program."""
+  defaults = {name: opt_cfg[name] for name in SCALAR_HYPERS}
+  warmup_steps, decay_mode = opt_cfg.warmup_steps, opt_cfg.weight_decay_mode
+  relative, clipped = opt_cfg.lr_scale == "param_rms", opt_cfg.clip_norm > 0
+  decay_which = opt_cfg.decay_mask
 
   def multiplier_of(name: str) -> float:
     return parametrization.lr_multiplier(name, parametrization_name, d_model, mup_base_width)
 
-  if opt_cfg.weight_decay_mode == "independent":
-    decay_coef = h["weight_decay"] / h["peak_lr"]
-  else:
+  def build(hypers: dict | None = None) -> Optimizer:
+    h = {**defaults, **(hypers or {})}
+    schedule = lr_schedule(h["peak_lr"], h["min_lr"], warmup_steps, total_steps)
     decay_coef = h["weight_decay"]
-  apply = [scale_by_multipliers(multiplier_of)]
-  if opt_cfg.lr_scale == "param_rms":
-    apply.append(parametrization.scale_by_param_rms())
-  # Always in the chain (λ = 0 adds exactly 0): the state layout must not depend on the values,
-  # which may differ between the members of a batched sweep.
-  apply.append(optax.add_decayed_weights(
-      decay_coef, mask=lambda p: parametrization.decay_mask(p, opt_cfg.decay_mask)))
-  apply.append(optax.scale_by_learning_rate(schedule))
+    if decay_mode == "independent":
+      decay_coef = decay_coef / h["peak_lr"]
+    apply = [scale_by_multipliers(multiplier_of)]
+    if relative:
+      apply.append(parametrization.scale_by_param_rms())
+    # Always in the chain (λ = 0 adds exactly 0): the state layout must not depend on the values,
+    # which may differ between the members of a batched sweep.
+    apply.append(optax.add_decayed_weights(
+        decay_coef, mask=lambda p: parametrization.decay_mask(p, decay_which)))
+    apply.append(optax.scale_by_learning_rate(schedule))
+    return Optimizer(
+        clip=optax.clip_by_global_norm(h["clip_norm"]) if clipped else optax.identity(),
+        direction=optax.scale_by_adam(b1=h["b1"], b2=h["b2"], eps=h["eps"]),
+        apply=optax.chain(*apply),
+        schedule=schedule,
+    )
 
-  return Optimizer(
-      clip=optax.clip_by_global_norm(h["clip_norm"]) if opt_cfg.clip_norm > 0
-      else optax.identity(),
-      direction=optax.scale_by_adam(b1=h["b1"], b2=h["b2"], eps=h["eps"]),
-      apply=optax.chain(*apply),
-      schedule=schedule,
-  )
+  return build
+
+
+def make_optimizer(opt_cfg, *, total_steps: int, hypers: dict | None = None,
+                   **parametrization_args) -> Optimizer:
+  """The chain of `config.opt` (`hypers` overriding SCALAR_HYPERS); see `optimizer_builder`."""
+  return optimizer_builder(opt_cfg, total_steps=total_steps, **parametrization_args)(hypers)

@@ -56,9 +56,9 @@ def check_batchable(configs) -> None:
   validation.check_one_program(len({batchable_key(c) for c in configs}), optim.SCALAR_HYPERS)
 
 
-def _check_batch_fits_mesh(config, mesh) -> None:
+def _check_batch_fits_mesh(mesh, batch_size: int, grad_accum: int) -> None:
   dp = mesh.shape["data"] * mesh.shape["fsdp"]
-  validation.check_batch_fits_mesh(config.data.batch_size, config.train.grad_accum, dp)
+  validation.check_batch_fits_mesh(batch_size, grad_accum, dp)
   pc = jax.process_count()
   if pc > 1:
     shards = sharding.batch_sharding(mesh).addressable_devices_indices_map((dp, 1))
@@ -90,23 +90,23 @@ class Run:
 
   def __init__(self, configs: list[ml_collections.ConfigDict], vocab_size: int, devices=None):
     """`devices`: the mesh's devices (default all; compile-only TPU devices for AOT checks)."""
+    # Scalar hyper-parameters are arguments, not constants: every point of an LR sweep runs the
+    # same compiled program (and hits JAX's persistent compilation cache).
+    self.hypers = _hypers_of(configs)
+    self.key = program_key(configs, vocab_size)
     check_batchable(configs)
     self.num_members = len(configs)
     self.config = config = configs[0]
     self.model_cfg = ModelConfig.from_config(config.model, vocab_size)
     self.model = Decoder(self.model_cfg)
-    self.optimizer_for = functools.partial(
-        optim.make_optimizer, config.opt, total_steps=config.train.steps,
+    self.optimizer_for = optim.optimizer_builder(
+        config.opt, total_steps=config.train.steps,
         parametrization_name=config.model.parametrization, d_model=config.model.d_model,
         mup_base_width=config.model.mup_base_width)
     self.mesh = sharding.make_mesh(config.mesh, devices)
     self.rules = sharding.logical_rules(config.mesh)
-    _check_batch_fits_mesh(config, self.mesh)
+    _check_batch_fits_mesh(self.mesh, config.data.batch_size, config.train.grad_accum)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
-    # Scalar hyper-parameters are arguments, not constants: every point of an LR sweep runs the
-    # same compiled program (and hits JAX's persistent compilation cache).
-    self.hypers = _hypers_of(configs)
-    self.key = program_key(configs, vocab_size)
     self.compiler_options = compiler_options.for_training(
         vocab_size, self.mesh.devices.flat[0].platform)
     self._build_shardings()
@@ -146,7 +146,7 @@ class Run:
   def _member_step(self, state, tokens_BxL1, hypers, diagnose: bool):
     c = self.config
     return step_lib.train_step(
-        state, tokens_BxL1, model=self.model, optimizer=self.optimizer_for(hypers=hypers),
+        state, tokens_BxL1, model=self.model, optimizer=self.optimizer_for(hypers),
         z_loss_coef=c.loss.z_loss, grad_accum=c.train.grad_accum, diagnose=diagnose)
 
   def _step(self, state, tokens_BxL1, hypers_M, diagnose: bool):

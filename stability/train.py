@@ -56,10 +56,8 @@ def _validated(configs) -> data_lib.Source:
 def _train(configs, workdirs, checkpoint_dir, source: data_lib.Source) -> list[dict]:
   vocab_size = resolve_vocab_size(configs[0], source)
   run = run_lib.cached_run(configs, vocab_size)  # a bad config fails here
-  is_writer = jax.process_index() == 0
-  members = [members_lib.Member(i, c, w, is_writer=is_writer)
-             for i, (c, w) in enumerate(zip(configs, workdirs))]
-  return loop.train_group(configs[0], run, members, checkpoint_dir, source)
+  group = members_lib.Group(run, configs, workdirs, is_writer=jax.process_index() == 0)
+  return loop.train_group(run, group, checkpoint_dir, source)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -67,11 +67,17 @@ def stays(calls) -> list[tuple[str, list[str]]]:
   return out
 
 
+def returns(walk) -> list[str]:
+  """The files of the stays that come back to a file the walk had already left."""
+  files = [path for path, _ in walk]
+  return [path for i, path in enumerate(files) if path in files[:i]]
+
+
 def main() -> None:
   walk = stays(calls_taking(tiny_config()))
-  files = [path for path, _ in walk]
-  returns = sum(path in files[:i] for i, path in enumerate(files))
-  print(f"{len(walk)} stays in {len(set(files))} files, {returns} returns to a file already left")
+  files = {path for path, _ in walk}
+  print(f"{len(walk)} stays in {len(files)} files, {len(returns(walk))} returns to a file "
+        "already left")
   for path, functions in walk:
     print(f"  {path}: {', '.join(functions)}")
 

@@ -172,3 +172,25 @@ def test_no_function_is_longer_than_a_screen():
   assert len(lengths) > 300  # the walk sees the code
   long = [f"{where}: {lines} lines" for lines, where in lengths if lines > MAX_FUNCTION_LINES]
   assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+@pytest.mark.slow  # trains a tiny run
+def test_the_config_takes_the_training_path_in_order():
+  """`config` from `train_and_evaluate` enters each file of the route in docs/conventions.md
+  in turn; the only returns are to train.py (the vocabulary, once the data is validated), to
+  members.py (the finished-run check comes before the Run) and to result_format.py (each
+  member's config.json)."""
+  from tests import config_walk
+  walk = config_walk.stays(config_walk.calls_taking(config_walk.tiny_config()))
+  files = list(dict.fromkeys(path for path, _ in walk))
+  assert files == ["stability/" + f for f in (
+      "train.py", "validation.py", "data/__init__.py", "data/source.py", "members.py", "run.py",
+      "result_format.py", "model.py", "optim.py", "sharding.py")]
+  assert config_walk.returns(walk) == [
+      "stability/train.py", "stability/members.py", "stability/result_format.py"]
+
+
+def test_a_return_is_counted():
+  from tests import config_walk
+  walk = [("a.py", ["f"]), ("b.py", ["g"]), ("a.py", ["h"]), ("c.py", ["i"]), ("b.py", ["j"])]
+  assert config_walk.returns(walk) == ["a.py", "b.py"]
