@@ -27,6 +27,7 @@ option that scales attention by 1/d_h without the rest of μParam (full); model.
 has no such value, so it is skipped.
 
   python -m launch.sweep --experiment=configs/fig8_mup.py:scale=cpu --out=results/fig8
+  (`,seeds=0+1` trains more seeds; the design and the reference runs have seed 0)
   python -m analysis.report results/fig8
 """
 
@@ -70,11 +71,12 @@ def get_grid(arg: str | None = None) -> grid.Grid:
   scale = kv["scale"]
   sizes = grid.sizes_arg(kv, grid.SCALE_SECONDARY_SIZES[scale])
   lrs = grid.SCALE_LRS[scale]
+  seeds = grid.seeds_arg(kv)
   points = []
   for label, overrides in arms(scale).items():
     arm_lrs = grid.extend_lrs(lrs, above=1) if label == EXTENDED_ARM else lrs
     widest = scale == "cpu" and label in WIDTH_ARMS and not kv.get("sizes")
-    points += grid.sweep({label: overrides}, sizes + (CPU_WIDEST,) * widest, arm_lrs)
+    points += grid.sweep({label: overrides}, sizes + (CPU_WIDEST,) * widest, arm_lrs, seeds)
   return grid.Grid(
       experiment="fig8_mup", scale=scale, figure="Fig 8, Fig E.4, Fig E.5", points=points,
       sensitivity=grid.single_sensitivity(scale))

@@ -250,6 +250,15 @@ def test_cpu_width_and_depth_spans_for_figs_7_and_8():
       "d64-L2",)
 
 
+def test_fig8_trains_more_seeds_when_asked_and_seed_0_by_default():
+  default = get_grid("fig8_mup", "", "cpu")
+  assert all(not p.name.endswith(("_seed1", "_seed2")) for p in default.points)
+  more = get_grid("fig8_mup", "seeds=0+2", "cpu")
+  seed2 = [p for p in more.points if p.name.endswith("_seed2")]
+  assert len(more.points) == 2 * len(default.points) == 2 * len(seed2)
+  assert all(p.overrides["train.seed"] == p.overrides["data.seed"] == 2 for p in seed2)
+
+
 def test_fig9_ladder_without_qkln_plus_the_4p8b_target():
   g = paper("fig9_prediction")
   by_size = layout(g)["qkln-off"]
