@@ -139,13 +139,15 @@ def check_grid(grid: grid_lib.Grid) -> None:
       raise ValueError(f"point {point.name}: {e}") from None
 
 
-def dry_run(grid: grid_lib.Grid, device: str, mfu: float) -> str:
+def dry_run(grid: grid_lib.Grid, device: str, mfu: float, only: str = "") -> str:
+  """The points (those whose name matches `only`) with their cost, and the total."""
   peak = flops.peak_flops_per_device(device) if device.lower() != "cpu" else None
-  lines = [f"{grid.experiment} at scale={grid.scale}: {len(grid.points)} points "
+  points = [p for p in grid.points if re.search(only, p.name)]
+  lines = [f"{grid.experiment} at scale={grid.scale}: {len(points)} points "
            f"({grid.figure})", f"{'point':44s} {'arm':18s} {'size':10s} {'lr':>8s} "
            f"{'N':>9s} {'tokens':>9s} {'FLOPs':>9s} {'hours':>8s}"]
   total_flops = total_tokens = 0.0
-  for p in grid.points:
+  for p in points:
     cost = point_cost(p, grid.scale)
     total_flops += cost.flops
     total_tokens += cost.tokens
@@ -382,7 +384,7 @@ def main(argv):
     print(f"launch.sweep: error: {e}", file=sys.stderr)
     sys.exit(2)
   if _DRY_RUN.value:
-    print(dry_run(grid, _DEVICE.value, _MFU.value))
+    print(dry_run(grid, _DEVICE.value, _MFU.value, _ONLY.value))
     return
   out = _OUT.value or os.path.join("results", grid.experiment)
   from stability import runtime

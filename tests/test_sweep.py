@@ -166,6 +166,9 @@ def test_dry_run_lists_points_and_cost():
   text = sweep.dry_run(grid, "H100", 0.4)
   assert "112 points" in text and "d2048-L24_lr3e-01_qkln-on" in text
   assert "H100-hours at 40% MFU" in text.splitlines()[-1]
+  some = sweep.dry_run(grid, "H100", 0.4, only="^d2048-L24_.*_qkln-on$")
+  assert "7 points" in some and "d2048-L24_lr3e-01_qkln-on" in some
+  assert "qkln-off" not in some and "d256-L3" not in some
 
 
 @pytest.mark.parametrize("args, says", [
