@@ -76,8 +76,8 @@ def export(sweep_dir: str, target: str, names: list[str] | None = None) -> int:
   left as it is (`make reproduce --train=false` on an empty `--out` must not empty it).
 
   `timing.json` holds the runs' summed wall time: what the sweep costs one runner (one runner
-  per core shares it among the cores). The
-  corpus record of `target`, if any, is kept (`write_corpus` replaces it after training).
+  per core shares it among the cores). The corpus record of `target`, if any, is kept
+  (`write_corpus` replaces it after training).
   """
   fresh = f"{target.rstrip('/')}.writing"
   shutil.rmtree(fresh, ignore_errors=True)
