@@ -10,12 +10,15 @@ Rounding depends on how many threads a run has. `--workers=auto` (the default of
 rounds the same on a machine of any core count; runs made with fewer runners than cores do not.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
 from typing import Callable
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
 
 def cpu_sets(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
@@ -58,10 +61,23 @@ def check_flags(workers: int, batch: str) -> None:
     raise ValueError(f"--workers={workers} trains one run per runner; --batch=on needs --workers=1")
 
 
+def stop_with_parent(parent_pid: int) -> None:
+  """Asks Linux for a SIGTERM to this process when `parent_pid`, its parent, dies: a parent
+  killed with SIGKILL cannot pass its stop on, and a runner then checkpoints and stops as on any
+  SIGTERM. Nothing elsewhere than on Linux."""
+  if not sys.platform.startswith("linux"):
+    return
+  ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+  if os.getppid() != parent_pid:  # it died before the request
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def pinned_module(cpus: list[int], module: str, args: list[str]) -> list[str]:
-  """A command that runs `python -m module args` on `cpus` only. The process pins itself before
-  the module runs (no fork-time hook: the caller may be a multithreaded JAX process)."""
+  """A command that runs `python -m module args` on `cpus` only, stopped with its parent
+  (`stop_with_parent`). The process pins itself before the module runs (no fork-time hook: the
+  caller may be a multithreaded JAX process)."""
   start = (f"import os, runpy, sys; os.sched_setaffinity(0, {sorted(cpus)}); "
+           f"from launch.workers import stop_with_parent; stop_with_parent({os.getpid()}); "
            f"sys.argv[0] = {module!r}; runpy.run_module({module!r}, run_name='__main__', "
            "alter_sys=True)")
   return [sys.executable, "-c", start, *args]

@@ -32,6 +32,29 @@ def test_a_worker_sees_only_its_own_cpus():
   assert shown.strip() == f"[{cpu}] ['--x=1']"
 
 
+def test_a_runner_stops_when_its_parent_is_killed(tmp_path):
+  """A parent killed with SIGKILL cannot forward a stop; its runner gets SIGTERM from Linux."""
+  cpu = sorted(os.sched_getaffinity(0))[0]
+  parent_code = ("import subprocess; from launch import workers; subprocess.Popen("
+                 f"workers.pinned_module([{cpu}], 'tests.waits_for_sigterm', [{str(tmp_path)!r}]))"
+                 ".wait()")
+  parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=ROOT)
+  ready, stopped = tmp_path / "ready", tmp_path / "stopped"
+  try:
+    deadline = time.time() + 30
+    while time.time() < deadline and not (ready.exists() and ready.read_text()):
+      time.sleep(0.05)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and not stopped.exists():
+      time.sleep(0.05)
+    assert stopped.exists()
+  finally:
+    if ready.exists() and ready.read_text():
+      subprocess.run(["kill", ready.read_text()], capture_output=True)
+
+
 def test_stop_sends_sigterm_to_every_runner(tmp_path, monkeypatch):
   ready = tmp_path / "ready"
   ready.mkdir()
