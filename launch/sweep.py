@@ -64,6 +64,9 @@ _WORKERS = flags.DEFINE_string(
     "workers", "1", "runners on disjoint CPU cores at once (launch/workers.py; CPU only). auto: "
     "one per core, each run on one core, as reference/cpu/ was made (runs with more threads "
     "round differently)")
+_RUNNER = flags.DEFINE_string(
+    "runner", "0/1", "k/n: this is runner k of n sharing the sweep folder (launch/workers.py sets "
+    "it); runners begin on different compiled programs (walk_order)")
 _SET = flags.DEFINE_multi_string(
     "set", [], "extra override for every point, e.g. --set=train.steps=100 (or, as stability.main "
     "takes them, --config.train.steps=100)")
@@ -246,11 +249,12 @@ def batch_groups(points, scale: str, batch: bool) -> list[list[grid_lib.Point]]:
 class Tally:
   """Counts of points by status, and the progress line with an ETA from the points trained:
   those unfinished when the grid started, less those this runner has passed (trained, or found
-  finished or held by another runner since)."""
+  finished or held by another runner since), shared among the `runners`."""
 
-  def __init__(self, total: int, unfinished: set[str]):
+  def __init__(self, total: int, unfinished: set[str], runners: int = 1):
     self.counts: collections.Counter[str] = collections.Counter()
     self.total = total
+    self.runners = runners
     self.unfinished = set(unfinished)
     self.done = 0
     self.trained_s: list[float] = []  # per point
@@ -266,7 +270,7 @@ class Tally:
       self.add(status, point.name)
     self.trained_s.append(seconds / len(points))
     left = len(self.unfinished)
-    eta = sum(self.trained_s) / len(self.trained_s) * left / 60
+    eta = sum(self.trained_s) / len(self.trained_s) * left / self.runners / 60
     names = (points[0].name if len(points) == 1
              else f"{len(points)} points batched ({points[0].name}, ...)")
     print(f"[sweep] {self.done}/{self.total} {names}: {', '.join(sorted(set(statuses)))} in "
@@ -313,18 +317,44 @@ def train_points(todo, group, locked: bool, out_dir: epath.Path, scale: str) -> 
     return ["failed"] * len(todo)
 
 
+def parse_runner(value: str) -> tuple[int, int]:
+  """(k, n) from `--runner=k/n`; ValueError unless 0 <= k < n."""
+  try:
+    runner, runners = (int(x) for x in value.split("/"))
+  except ValueError:
+    raise ValueError(f"--runner={value}: expected k/n, e.g. 0/2") from None
+  if not 0 <= runner < runners:
+    raise ValueError(f"--runner={value}: k must be from 0 to n-1")
+  return runner, runners
+
+
+def walk_order(points: list[grid_lib.Point], runner: int = 0, runners: int = 1):
+  """The order in which runner `runner` of `runners` claims points. One runner: the grid's own.
+  Several: the points of one arm and size (one compiled program; LRs and seeds are its
+  arguments) together, and each runner starting at its own share of those programs, so that
+  each program is compiled by one runner and found in the compilation cache by the others,
+  rather than compiled by all of them at the same moment."""
+  if runners == 1:
+    return list(points)
+  programs = list(dict.fromkeys((p.arm, p.size) for p in points))
+  start = runner * len(programs) // runners
+  rank = {program: (i - start) % len(programs) for i, program in enumerate(programs)}
+  return sorted(points, key=lambda p: rank[(p.arm, p.size)])
+
+
 def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
-             should_stop=lambda: False) -> dict[str, int]:
-  """Trains every unfinished point it can lock; returns counts by final status.
+             should_stop=lambda: False, runner: tuple[int, int] = (0, 1)) -> dict[str, int]:
+  """Trains every unfinished point it can lock, in `walk_order` for runner k of n; returns
+  counts by final status.
 
   `should_stop()` is asked before each point: True ends the grid there, counted `preempted`.
   """
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
-  points = [p for p in grid.points if re.search(only, p.name)]
+  points = walk_order([p for p in grid.points if re.search(only, p.name)], *runner)
   tally = Tally(len(points), {p.name for p in points
-                              if point_status(out_dir / p.name) not in fmt.FINISHED})
+                              if point_status(out_dir / p.name) not in fmt.FINISHED}, runner[1])
   for group in batch_groups(points, grid.scale, batch):
     if should_stop():
       tally.add("preempted", done=False)
@@ -378,6 +408,7 @@ def main(argv):
     raise app.UsageError("--experiment=configs/<file>.py[:scale=cpu] is required")
   try:
     grid = checked_grid(_EXPERIMENT.value, _SET.value)
+    runner = parse_runner(_RUNNER.value)
   except ValueError as e:  # one line, before anything is spent
     if _VERBOSE.value:
       raise
@@ -394,7 +425,8 @@ def main(argv):
     run_workers(_EXPERIMENT.value, out, count, _ONLY.value, tuple(_SET.value))
     counts = status_counts(grid, out, _ONLY.value)
   else:
-    counts = run_grid(grid, out, _ONLY.value, batch=should_batch(_BATCH.value, grid))
+    counts = run_grid(grid, out, _ONLY.value, batch=should_batch(_BATCH.value, grid),
+                      runner=runner)
   print(f"[sweep] {out}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
   sys.exit(1 if counts.get("failed") else 0)
 

@@ -84,11 +84,12 @@ def pinned_module(cpus: list[int], module: str, args: list[str]) -> list[str]:
 
 
 def sweep_command(cpus: list[int], experiment: str, out: str, only: str = "",
-                  sets: tuple[str, ...] = ()) -> list[str]:
-  """The one-runner sweep each worker runs on `cpus` (never batched: one run per core set)."""
+                  sets: tuple[str, ...] = (), runner: str = "0/1") -> list[str]:
+  """The one-runner sweep each worker runs on `cpus` (never batched: one run per core set), as
+  runner k of n (`runner`, "k/n": where it begins its walk of the grid)."""
   return pinned_module(cpus, "launch.sweep", [
       f"--experiment={experiment}", f"--out={out}", f"--only={only}", "--batch=off",
-      "--workers=1", *(f"--set={s}" for s in sets)])
+      "--workers=1", f"--runner={runner}", *(f"--set={s}" for s in sets)])
 
 
 def run(experiment: str, out: str, workers: int, only: str = "", sets: tuple[str, ...] = (),
@@ -97,8 +98,9 @@ def run(experiment: str, out: str, workers: int, only: str = "", sets: tuple[str
   exit codes. When `should_stop()` turns true, each runner gets SIGTERM: it checkpoints its run
   and stops, and the same call later resumes."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  procs = [subprocess.Popen(sweep_command(cpus, experiment, out, only, sets), env=env)
-           for cpus in cpu_sets(workers)]
+  procs = [subprocess.Popen(sweep_command(cpus, experiment, out, only, sets, f"{k}/{workers}"),
+                            env=env)
+           for k, cpus in enumerate(cpu_sets(workers))]
   stopping = False
   try:
     while any(p.poll() is None for p in procs):

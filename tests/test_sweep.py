@@ -161,6 +161,37 @@ def test_eta_counts_only_the_points_left_to_train(tmp_path, monkeypatch, capsys)
   assert lines[0].endswith("for 1 more to train") and lines[1].endswith("for 0 more to train")
 
 
+def test_runners_begin_on_different_programs_and_each_walks_the_whole_grid():
+  points = fig1_qk_layernorm.get_grid("scale=cpu,seeds=0+1").points
+  program = lambda p: (p.arm, p.size)
+  assert sweep.walk_order(points, 0, 1) == points  # one runner: the grid's own order
+  programs = list(dict.fromkeys(map(program, points)))
+  assert len(programs) == 6  # 3 sizes x 2 arms; LRs and seeds share a program
+  walks = [sweep.walk_order(points, k, 2) for k in range(2)]
+  for walk in walks:
+    assert sorted(p.name for p in walk) == sorted(p.name for p in points)
+    order = [program(p) for p in walk]
+    assert [k for i, k in enumerate(order) if i == 0 or order[i - 1] != k] == list(
+        dict.fromkeys(order))  # each program's points together
+  assert program(walks[0][0]) == programs[0] and program(walks[1][0]) == programs[3]
+  three = [program(sweep.walk_order(points, k, 3)[0]) for k in range(3)]
+  assert three == [programs[0], programs[2], programs[4]]
+
+
+@pytest.mark.parametrize("value", ["2/2", "1", "a/b", "-1/2"])
+def test_a_bad_runner_is_refused(value):
+  with pytest.raises(ValueError, match="--runner="):
+    sweep.parse_runner(value)
+  assert sweep.parse_runner("1/2") == (1, 2)
+
+
+def test_eta_is_shared_among_the_runners(capsys):
+  names = [f"p{i}" for i in range(5)]
+  tally = sweep.Tally(5, set(names), runners=2)
+  tally.trained([grid_lib.Point(names[0], "a", "d64-L2", 0.1, {})], ["done"], 60.0)
+  assert capsys.readouterr().out.strip().endswith("ETA 2.0 min for 4 more to train")
+
+
 def test_dry_run_lists_points_and_cost():
   grid = fig1_qk_layernorm.get_grid("scale=paper")
   text = sweep.dry_run(grid, "H100", 0.4)

@@ -55,6 +55,12 @@ def test_a_runner_stops_when_its_parent_is_killed(tmp_path):
       subprocess.run(["kill", ready.read_text()], capture_output=True)
 
 
+def test_each_runner_is_told_its_place():
+  commands = [workers.sweep_command([k], "configs/x.py", "out", runner=f"{k}/2") for k in range(2)]
+  assert [[a for a in c if a.startswith("--runner=")] for c in commands] == [
+      ["--runner=0/2"], ["--runner=1/2"]]
+
+
 def test_stop_sends_sigterm_to_every_runner(tmp_path, monkeypatch):
   ready = tmp_path / "ready"
   ready.mkdir()
@@ -62,11 +68,13 @@ def test_stop_sends_sigterm_to_every_runner(tmp_path, monkeypatch):
                        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75)); "
                        f"open(os.path.join({str(ready)!r}, str(os.getpid())), 'w').close(); "
                        "time.sleep(60)")
-  monkeypatch.setattr(workers, "sweep_command",
-                      lambda *args: [sys.executable, "-c", waits_for_sigterm])
+  places = []
+  monkeypatch.setattr(workers, "sweep_command", lambda *args: places.append(args[-1]) or [
+      sys.executable, "-c", waits_for_sigterm])
   monkeypatch.setattr(workers, "cpu_sets", lambda n: [sorted(os.sched_getaffinity(0))[:1]] * n)
   both_ready = lambda: len(os.listdir(ready)) == 2
   assert workers.run("unused", "unused", 2, should_stop=both_ready, poll_s=0.05) == [75, 75]
+  assert places == ["0/2", "1/2"]
 
 
 @pytest.mark.slow
