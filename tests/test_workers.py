@@ -126,7 +126,9 @@ def test_reproduce_hands_each_experiment_to_the_workers(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
-def test_sigterm_to_a_workers_sweep_stops_its_runners(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_workers_sweep_stops_its_runners(tmp_path, stop):
+  """SIGTERM: the parent passes it on; SIGKILL: Linux sends the runners SIGTERM."""
   out = str(tmp_path / "sweep")
   only = "lr(1e-02|3e-02)_qkln-on"
   long_runs = sweep_cmd(out, only) + ["--set=train.steps=100000", "--workers=2"]
@@ -141,10 +143,14 @@ def test_sigterm_to_a_workers_sweep_stops_its_runners(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and len(runs_with_a_checkpoint()) < 2:
       time.sleep(0.5)  # both runners are inside a run once each run has a checkpoint
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     output, _ = proc.communicate(timeout=120)
+    deadline = time.time() + 120
+    runners_left = lambda: subprocess.run(["pgrep", "-f", out], capture_output=True).returncode == 0
+    while time.time() < deadline and runners_left():
+      time.sleep(0.5)  # the runners of a killed parent save and stop on their own
     assert sorted(statuses(out).values()) == ["preempted"] * 2, output
-    assert not subprocess.run(["pgrep", "-f", out], capture_output=True).stdout  # none left
+    assert not runners_left()
   finally:
     subprocess.run(["pkill", "-f", out])  # a runner left behind must not outlive the test
 
