@@ -328,7 +328,8 @@ def parse_runner(value: str) -> tuple[int, int]:
   return runner, runners
 
 
-def walk_order(points: list[grid_lib.Point], runner: int = 0, runners: int = 1):
+def walk_order(points: list[grid_lib.Point], runner: int = 0,
+               runners: int = 1) -> list[grid_lib.Point]:
   """The order in which runner `runner` of `runners` claims points. One runner: the grid's own.
   Several: the points of one arm and size (one compiled program; LRs and seeds are its
   arguments) together, and each runner starting at its own share of those programs, so that

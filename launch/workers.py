@@ -4,6 +4,8 @@ On a CPU, small models leave cores idle: XLA splits each small op across every c
 between ops. Runners on disjoint cores train different points side by side (docs/performance.md:
 two one-core runners finish the cpu-scale Fig 1 points 1.18-1.23× sooner than one runner on two
 cores). The runners share the sweep folder, and its point locks keep them off each other's points.
+Each begins on its own compiled programs (`launch.sweep.walk_order`), so that a program is
+compiled once, and each stops when its parent does, however the parent ends.
 
 Rounding depends on how many threads a run has. `--workers=auto` (the default of `make demo` and
 `make reproduce`, and how reference/cpu/ was made) gives each run exactly one core, so a run
