@@ -142,10 +142,15 @@ def check_grid(grid: grid_lib.Grid) -> None:
       raise ValueError(f"point {point.name}: {e}") from None
 
 
+def selected(grid: grid_lib.Grid, only: str = "") -> list[grid_lib.Point]:
+  """The grid's points whose name matches the regex `only` (every point for "")."""
+  return [p for p in grid.points if re.search(only, p.name)]
+
+
 def dry_run(grid: grid_lib.Grid, device: str, mfu: float, only: str = "") -> str:
   """The points (those whose name matches `only`) with their cost, and the total."""
   peak = flops.peak_flops_per_device(device) if device.lower() != "cpu" else None
-  points = [p for p in grid.points if re.search(only, p.name)]
+  points = selected(grid, only)
   lines = [f"{grid.experiment} at scale={grid.scale}: {len(points)} points "
            f"({grid.figure})", f"{'point':44s} {'arm':18s} {'size':10s} {'lr':>8s} "
            f"{'N':>9s} {'tokens':>9s} {'FLOPs':>9s} {'hours':>8s}"]
@@ -353,7 +358,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / "sweep.json").write_text(json.dumps(grid.to_json(), indent=1))
-  points = walk_order([p for p in grid.points if re.search(only, p.name)], *runner)
+  points = walk_order(selected(grid, only), *runner)
   tally = Tally(len(points), {p.name for p in points
                               if point_status(out_dir / p.name) not in fmt.FINISHED}, runner[1])
   for group in batch_groups(points, grid.scale, batch):
@@ -378,7 +383,7 @@ def run_grid(grid: grid_lib.Grid, out: str, only: str = "", batch: bool = False,
 def status_counts(grid: grid_lib.Grid, out: str, only: str = "") -> dict[str, int]:
   """Points by status as their folders say (`unfinished` where there is no summary yet)."""
   return dict(collections.Counter(point_status(epath.Path(out) / p.name) or "unfinished"
-                                  for p in grid.points if re.search(only, p.name)))
+                                  for p in selected(grid, only)))
 
 
 def runner_count(requested: str, batch: str) -> int:
